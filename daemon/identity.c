@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include "identity.h"
+#include "util.h"
+
+/*
+ * Order, strongest first (the first that the device has wins):
+ *   1. wwn:WWN                the disk's world wide name (normalized, see device.c)
+ *   2. serial:MODEL:SERIAL    model and serial number
+ *   3. loop:MAJ:MIN:INODE     a loop device's backing file, by device and inode
+ *      loopfile:PATH          ... by path when the file cannot be looked up
+ *   4. fsuuid:UUID            filesystem UUID
+ *      ptuuid:UUID            partition table UUID
+ *   5. path:ID_PATH           udev's hardware path (weak: names a slot)
+ *   6. kname:NAME             kernel name (weak)
+ * Partitions are keyed by their partition-table entry (partuuid:UUID) first, then by the
+ * disk's key with "/partN" appended, then like disks from step 4 on.
+ */
+
+/* "kind:a" or "kind:a:b" */
+static char *key(const char *kind, const char *a, const char *b) {
+        char *s;
+
+        if (b ? asprintf(&s, "%s:%s:%s", kind, a, b) < 0 : asprintf(&s, "%s:%s", kind, a) < 0)
+                return NULL;
+        return s;
+}
+
+/* A disk's hardware key from udev's copies, which partitions carry too. */
+static char *disk_hw_key(const struct observation *o, const struct device_facts *f) {
+        const char *wwn = f->wwn, *serial = f->serial, *model = f->model;
+
+        if (!wwn)
+                wwn = observation_get(o, "E:ID_WWN_WITH_EXTENSION");
+        if (!wwn)
+                wwn = observation_get(o, "E:ID_WWN");
+        if (!isempty(wwn)) {
+                /* Facts are normalized already; udev's spelling is the normalized one. */
+                return key("wwn", wwn, NULL);
+        }
+        if (!serial)
+                serial = observation_get(o, "E:ID_SERIAL_SHORT");
+        if (!model)
+                model = observation_get(o, "E:ID_MODEL");
+        if (!isempty(serial))
+                return key("serial", model ? model : "", serial);
+        return NULL;
+}
+
+char *identity_from_observation(const struct observation *o, const struct device_facts *f) {
+        bool partition = streq_ptr(f->devtype, "partition");
+        const char *dev = observation_get(o, "X:backing_dev");
+        const char *ino = observation_get(o, "X:backing_ino");
+        char *k;
+
+        if (partition) {
+                if (f->part_uuid)
+                        return key("partuuid", f->part_uuid, NULL);
+                k = disk_hw_key(o, f);
+                if (k && f->part_number != FIELD_NULL) {
+                        char *s;
+                        int r = asprintf(&s, "%s/part%lld", k, (long long) f->part_number);
+                        free(k);
+                        return r < 0 ? NULL : s;
+                }
+                free(k);
+        } else {
+                k = disk_hw_key(o, f);
+                if (k)
+                        return k;
+                if (f->loop_backing_file) {
+                        if (!isempty(dev) && !isempty(ino))
+                                return key("loop", dev, ino);
+                        return key("loopfile", f->loop_backing_file, NULL);
+                }
+        }
+        if (f->fs_uuid)
+                return key("fsuuid", f->fs_uuid, NULL);
+        if (f->pt_uuid)
+                return key("ptuuid", f->pt_uuid, NULL);
+        if (f->id_path)
+                return key("path", f->id_path, NULL);
+        return key("kname", f->kname ? f->kname : "?", NULL);
+}
+
+bool identity_is_weak(const char *k) {
+        return startswith(k, "path:") || startswith(k, "kname:");
+}

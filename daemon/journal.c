@@ -1,0 +1,729 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "journal.h"
+#include "log.h"
+#include "util.h"
+
+/* migrations[i] takes the schema from version i to i + 1. Never edit a released entry:
+ * add a new one. Each runs in its own transaction with the user_version update. */
+static const char *const migrations[] = {
+        /* 0 -> 1: devices and the append-only history. */
+        "CREATE TABLE devices ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  identity TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN ('present', 'gone')),"
+        "  first_seen INTEGER NOT NULL,"
+        "  last_seen INTEGER NOT NULL,"
+        "  kname TEXT, devnode TEXT, dev TEXT, devtype TEXT,"
+        "  size_bytes INTEGER, read_only INTEGER, removable INTEGER, rotational INTEGER,"
+        "  logical_block_size INTEGER, physical_block_size INTEGER,"
+        "  model TEXT, serial TEXT, wwn TEXT, diskseq INTEGER,"
+        "  fs_type TEXT, fs_uuid TEXT, fs_label TEXT, fs_version TEXT, fs_usage TEXT,"
+        "  pt_type TEXT, pt_uuid TEXT, part_number INTEGER, part_uuid TEXT, parent TEXT,"
+        "  holders TEXT NOT NULL DEFAULT '[]',"
+        "  loop_backing_file TEXT, id_path TEXT"
+        ");"
+        "CREATE INDEX devices_identity ON devices(identity);"
+        "CREATE TABLE events ("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  time INTEGER NOT NULL,"
+        "  device_id INTEGER REFERENCES devices(id),"
+        "  kind TEXT NOT NULL,"
+        "  before TEXT,"
+        "  after TEXT"
+        ");"
+        "CREATE TRIGGER events_append_only BEFORE UPDATE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
+
+        /* 1 -> 2: the daemon's own facts, and history by device without a scan. */
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE INDEX events_device ON events(device_id, seq);",
+};
+
+_Static_assert(ELEMENTSOF(migrations) == JOURNAL_SCHEMA_VERSION,
+               "one migration per schema version");
+
+enum {
+        STMT_INSERT_DEVICE,
+        STMT_UPDATE_DEVICE,
+        STMT_TOUCH_DEVICE,
+        STMT_INSERT_EVENT,
+        STMT_LIST_EVENTS,
+        STMT_LIST_EVENTS_DEVICE,
+        STMT_META_SET,
+        STMT_META_GET,
+        _STMT_MAX,
+};
+
+struct journal {
+        sqlite3 *db;
+        char *path;
+        int version;
+        int64_t last_seq;
+        sqlite3_stmt *stmt[_STMT_MAX];
+};
+
+static int sqlite_to_errno(int rc) {
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_DONE:
+        case SQLITE_ROW:
+                return 0;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_CANTOPEN:
+                return -ENOENT;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        default:
+                return -EIO;
+        }
+}
+
+static int exec(struct journal *j, const char *sql) {
+        char *err = NULL;
+        int rc = sqlite3_exec(j->db, sql, NULL, NULL, &err);
+
+        if (rc != SQLITE_OK) {
+                log_error("journal %s: %s", j->path, err ? err : sqlite3_errstr(rc));
+                sqlite3_free(err);
+                return sqlite_to_errno(rc);
+        }
+        return 0;
+}
+
+static int query_int(sqlite3 *db, const char *sql, int64_t *ret) {
+        sqlite3_stmt *s;
+        int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(s, 0);
+        else if (rc == SQLITE_DONE)
+                *ret = 0;
+        sqlite3_finalize(s);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+}
+
+/* Reads the schema version without writing anything: a journal we cannot understand
+ * must stay byte-for-byte as it is. */
+static int peek_version(const char *path, int64_t *ret, char **ret_error) {
+        sqlite3 *db = NULL;
+        int rc, r;
+
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+        if (rc != SQLITE_OK) {
+                r = sqlite_to_errno(rc);
+                goto out;
+        }
+        r = query_int(db, "PRAGMA user_version", ret);
+out:
+        if (r < 0 && ret_error)
+                (void) asprintf(ret_error, "cannot read journal %s: %s", path,
+                                db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return r;
+}
+
+static int migrate(struct journal *j, int64_t from, char **ret_error) {
+        for (int64_t v = from; v < JOURNAL_SCHEMA_VERSION; v++) {
+                char sql[64];
+                int r;
+
+                log_info("migrating journal %s from schema %lld to %lld", j->path,
+                         (long long) v, (long long) v + 1);
+                r = exec(j, "BEGIN IMMEDIATE");
+                if (r < 0)
+                        goto fail;
+                r = exec(j, migrations[v]);
+                if (r < 0) {
+                        exec(j, "ROLLBACK");
+                        goto fail;
+                }
+                snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long) v + 1);
+                r = exec(j, sql);
+                if (r == 0)
+                        r = exec(j, "COMMIT");
+                if (r < 0) {
+                        exec(j, "ROLLBACK");
+                        goto fail;
+                }
+                continue;
+        fail:
+                if (ret_error)
+                        (void) asprintf(ret_error, "migration of journal %s to schema %lld failed: %s",
+                                        j->path, (long long) v + 1, sqlite3_errmsg(j->db));
+                return r;
+        }
+        return 0;
+}
+
+/* Every field of DEVICE_FIELDS must be a column: catches a field added without its
+ * migration the first time any test opens a journal. */
+static int check_columns(struct journal *j, char **ret_error) {
+        for (size_t i = 0; i < device_fields_count; i++) {
+                int rc = sqlite3_table_column_metadata(j->db, NULL, "devices", device_fields[i].name,
+                                                       NULL, NULL, NULL, NULL, NULL);
+                if (rc != SQLITE_OK) {
+                        if (ret_error)
+                                (void) asprintf(ret_error, "journal %s lacks column devices.%s",
+                                                j->path, device_fields[i].name);
+                        return -EBADMSG;
+                }
+        }
+        return 0;
+}
+
+static int prepare(struct journal *j, int id, const char *sql) {
+        int rc = sqlite3_prepare_v3(j->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &j->stmt[id], NULL);
+
+        if (rc != SQLITE_OK) {
+                log_error("journal: cannot prepare statement: %s", sqlite3_errmsg(j->db));
+                return sqlite_to_errno(rc);
+        }
+        return 0;
+}
+
+static int prepare_device_statements(struct journal *j) {
+        _cleanup_free_ char *ins = NULL, *upd = NULL;
+        char *cols = NULL, *qs = NULL, *sets = NULL;
+        size_t cl = 0, ql = 0, sl = 0;
+        FILE *fc = open_memstream(&cols, &cl), *fq = open_memstream(&qs, &ql),
+             *fs = open_memstream(&sets, &sl);
+        int r;
+
+        if (!fc || !fq || !fs) {
+                if (fc)
+                        fclose(fc);
+                if (fq)
+                        fclose(fq);
+                if (fs)
+                        fclose(fs);
+                free(cols);
+                free(qs);
+                free(sets);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < device_fields_count; i++) {
+                fprintf(fc, ", %s", device_fields[i].name);
+                fputs(", ?", fq);
+                fprintf(fs, ", %s = ?", device_fields[i].name);
+        }
+        fclose(fc);
+        fclose(fq);
+        fclose(fs);
+        r = asprintf(&ins, "INSERT INTO devices (identity, state, first_seen, last_seen%s) VALUES (?, ?, ?, ?%s)",
+                     cols, qs);
+        if (r >= 0)
+                r = asprintf(&upd, "UPDATE devices SET identity = ?, state = ?, first_seen = ?, last_seen = ?%s WHERE id = ?",
+                             sets);
+        free(cols);
+        free(qs);
+        free(sets);
+        if (r < 0)
+                return -ENOMEM;
+        r = prepare(j, STMT_INSERT_DEVICE, ins);
+        if (r < 0)
+                return r;
+        return prepare(j, STMT_UPDATE_DEVICE, upd);
+}
+
+static int prepare_statements(struct journal *j) {
+        int r = prepare_device_statements(j);
+
+        if (r == 0)
+                r = prepare(j, STMT_TOUCH_DEVICE, "UPDATE devices SET last_seen = ? WHERE id = ?");
+        if (r == 0)
+                r = prepare(j, STMT_INSERT_EVENT,
+                            "INSERT INTO events (time, device_id, kind, before, after) VALUES (?, ?, ?, ?, ?)");
+        if (r == 0)
+                r = prepare(j, STMT_LIST_EVENTS,
+                            "SELECT seq, time, device_id, kind, before, after FROM events "
+                            "WHERE seq > ? ORDER BY seq LIMIT ?");
+        if (r == 0)
+                r = prepare(j, STMT_LIST_EVENTS_DEVICE,
+                            "SELECT seq, time, device_id, kind, before, after FROM events "
+                            "WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+        if (r == 0)
+                r = prepare(j, STMT_META_SET, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
+        if (r == 0)
+                r = prepare(j, STMT_META_GET, "SELECT value FROM meta WHERE key = ?");
+        return r;
+}
+
+int journal_open(const char *path, struct journal **ret, char **ret_error) {
+        struct journal *j;
+        struct stat st;
+        int64_t version = 0;
+        int rc, r;
+
+        if (ret_error)
+                *ret_error = NULL;
+        if (stat(path, &st) == 0 && st.st_size > 0) {
+                r = peek_version(path, &version, ret_error);
+                if (r < 0)
+                        return r;
+                if (version > JOURNAL_SCHEMA_VERSION) {
+                        if (ret_error)
+                                (void) asprintf(ret_error,
+                                                "journal %s has schema version %lld, newer than the %d this "
+                                                "blkledgerd understands; refusing to touch it (use a newer blkledgerd)",
+                                                path, (long long) version, JOURNAL_SCHEMA_VERSION);
+                        return -EPROTONOSUPPORT;
+                }
+        }
+
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->path = strdup(path);
+        if (!j->path) {
+                free(j);
+                return -ENOMEM;
+        }
+        rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK) {
+                r = sqlite_to_errno(rc);
+                if (ret_error)
+                        (void) asprintf(ret_error, "cannot open journal %s: %s", path,
+                                        j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc));
+                goto fail;
+        }
+        sqlite3_extended_result_codes(j->db, 1);
+        sqlite3_busy_timeout(j->db, 5000);
+
+        /* WAL keeps readers (backups, sqlite3 in a shell) from blocking the daemon;
+         * synchronous=FULL makes every commit durable before it is acknowledged. */
+        {
+                sqlite3_stmt *s;
+                rc = sqlite3_prepare_v2(j->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+                if (rc == SQLITE_OK) {
+                        rc = sqlite3_step(s);
+                        if (rc == SQLITE_ROW && !streq((const char *) sqlite3_column_text(s, 0), "wal"))
+                                rc = SQLITE_CANTOPEN;
+                        sqlite3_finalize(s);
+                }
+                if (rc != SQLITE_ROW) {
+                        r = sqlite_to_errno(rc ? rc : SQLITE_ERROR);
+                        if (r == 0)
+                                r = -EIO;
+                        if (ret_error)
+                                (void) asprintf(ret_error, "cannot put journal %s in WAL mode: %s", path,
+                                                sqlite3_errmsg(j->db));
+                        goto fail;
+                }
+        }
+        r = exec(j, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+        if (r < 0)
+                goto fail;
+
+        r = query_int(j->db, "PRAGMA user_version", &version);
+        if (r < 0)
+                goto fail;
+        if (version > JOURNAL_SCHEMA_VERSION) {
+                /* Raced with a newer daemon between peek and open: still do not touch it. */
+                r = -EPROTONOSUPPORT;
+                if (ret_error)
+                        (void) asprintf(ret_error, "journal %s has schema version %lld, newer than %d",
+                                        path, (long long) version, JOURNAL_SCHEMA_VERSION);
+                goto fail;
+        }
+        r = migrate(j, version, ret_error);
+        if (r < 0)
+                goto fail;
+        j->version = JOURNAL_SCHEMA_VERSION;
+
+        r = check_columns(j, ret_error);
+        if (r < 0)
+                goto fail;
+        r = prepare_statements(j);
+        if (r < 0)
+                goto fail;
+        r = query_int(j->db, "SELECT COALESCE(MAX(seq), 0) FROM events", &j->last_seq);
+        if (r < 0)
+                goto fail;
+
+        *ret = j;
+        return 0;
+fail:
+        if (ret_error && !*ret_error)
+                (void) asprintf(ret_error, "cannot open journal %s: %s", path, strerror(-r));
+        journal_close(j);
+        return r;
+}
+
+struct journal *journal_close(struct journal *j) {
+        if (!j)
+                return NULL;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(j->stmt[i]);
+        sqlite3_close(j->db);
+        free(j->path);
+        free(j);
+        return NULL;
+}
+
+int journal_schema_version(struct journal *j) {
+        return j->version;
+}
+
+const char *journal_path(struct journal *j) {
+        return j->path;
+}
+
+int journal_begin(struct journal *j) {
+        return exec(j, "BEGIN IMMEDIATE");
+}
+
+int journal_commit(struct journal *j) {
+        int r = exec(j, "COMMIT");
+        if (r < 0)
+                journal_rollback(j);
+        return r;
+}
+
+void journal_rollback(struct journal *j) {
+        if (!sqlite3_get_autocommit(j->db))
+                sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        /* The cached head may include rows of the rolled back transaction. */
+        query_int(j->db, "SELECT COALESCE(MAX(seq), 0) FROM events", &j->last_seq);
+}
+
+static int step_done(struct journal *j, sqlite3_stmt *s) {
+        int rc = sqlite3_step(s);
+
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        if (rc != SQLITE_DONE) {
+                log_error("journal %s: %s", j->path, sqlite3_errmsg(j->db));
+                return sqlite_to_errno(rc) ?: -EIO;
+        }
+        return 0;
+}
+
+static char *strv_to_json_text(char *const *v) {
+        json_object *a = json_object_new_array();
+        char *s;
+
+        if (!a)
+                return NULL;
+        for (size_t i = 0; v && v[i]; i++)
+                json_object_array_add(a, json_object_new_string(v[i]));
+        s = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(a);
+        return s;
+}
+
+static char **strv_from_json_text(const char *s) {
+        json_object *a = s ? json_tokener_parse(s) : NULL;
+        size_t n;
+        char **v;
+
+        if (!a || !json_object_is_type(a, json_type_array)) {
+                json_object_put(a);
+                return calloc(1, sizeof(char *));
+        }
+        n = json_object_array_length(a);
+        v = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0, k = 0; v && i < n; i++) {
+                json_object *e = json_object_array_get_idx(a, i);
+                if (json_object_is_type(e, json_type_string) && !(v[k++] = strdup(json_object_get_string(e)))) {
+                        strv_free(v);
+                        v = NULL;
+                }
+        }
+        json_object_put(a);
+        return v;
+}
+
+/* Binds the record's columns starting at parameter 1 in the order of the statements. */
+static int bind_device(sqlite3_stmt *s, const struct device_record *rec) {
+        int p = 1;
+
+        sqlite3_bind_text(s, p++, rec->identity, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, p++, device_state_to_string(rec->state), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, p++, rec->first_seen);
+        sqlite3_bind_int64(s, p++, rec->last_seen);
+        for (size_t i = 0; i < device_fields_count; i++, p++) {
+                const struct field_desc *d = &device_fields[i];
+                const void *v = device_field_cptr(&rec->facts, d);
+
+                switch (d->type) {
+                case FIELD_STR:
+                        if (*(char *const *) v)
+                                sqlite3_bind_text(s, p, *(char *const *) v, -1, SQLITE_STATIC);
+                        else
+                                sqlite3_bind_null(s, p);
+                        break;
+                case FIELD_INT:
+                case FIELD_BOOL:
+                        if (*(const int64_t *) v == FIELD_NULL)
+                                sqlite3_bind_null(s, p);
+                        else
+                                sqlite3_bind_int64(s, p, *(const int64_t *) v);
+                        break;
+                case FIELD_STRV: {
+                        char *t = strv_to_json_text(*(char **const *) v);
+                        if (!t)
+                                return -ENOMEM;
+                        sqlite3_bind_text(s, p, t, -1, free);
+                        break;
+                }
+                }
+        }
+        return p;
+}
+
+int journal_insert_device(struct journal *j, struct device_record *rec) {
+        sqlite3_stmt *s = j->stmt[STMT_INSERT_DEVICE];
+        int r = bind_device(s, rec);
+
+        if (r < 0) {
+                sqlite3_reset(s);
+                sqlite3_clear_bindings(s);
+                return r;
+        }
+        r = step_done(j, s);
+        if (r < 0)
+                return r;
+        rec->id = sqlite3_last_insert_rowid(j->db);
+        return 0;
+}
+
+int journal_update_device(struct journal *j, const struct device_record *rec) {
+        sqlite3_stmt *s = j->stmt[STMT_UPDATE_DEVICE];
+        int p = bind_device(s, rec);
+
+        if (p < 0) {
+                sqlite3_reset(s);
+                sqlite3_clear_bindings(s);
+                return p;
+        }
+        sqlite3_bind_int64(s, p, rec->id);
+        return step_done(j, s);
+}
+
+int journal_touch_device(struct journal *j, int64_t id, int64_t last_seen) {
+        sqlite3_stmt *s = j->stmt[STMT_TOUCH_DEVICE];
+
+        sqlite3_bind_int64(s, 1, last_seen);
+        sqlite3_bind_int64(s, 2, id);
+        return step_done(j, s);
+}
+
+int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec, void *userdata),
+                         void *userdata) {
+        _cleanup_free_ char *sql = NULL;
+        char *cols = NULL;
+        size_t cl = 0;
+        sqlite3_stmt *s;
+        FILE *f;
+        int rc, r = 0;
+
+        f = open_memstream(&cols, &cl);
+        if (!f)
+                return -ENOMEM;
+        for (size_t i = 0; i < device_fields_count; i++)
+                fprintf(f, ", %s", device_fields[i].name);
+        fclose(f);
+        r = asprintf(&sql, "SELECT id, identity, state, first_seen, last_seen%s FROM devices ORDER BY id", cols);
+        free(cols);
+        if (r < 0)
+                return -ENOMEM;
+        rc = sqlite3_prepare_v2(j->db, sql, -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+
+        r = 0;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct device_record *rec = calloc(1, sizeof(*rec));
+                int c = 0, st;
+
+                if (!rec) {
+                        r = -ENOMEM;
+                        break;
+                }
+                device_facts_init(&rec->facts);
+                rec->id = sqlite3_column_int64(s, c++);
+                rec->identity = strdup((const char *) sqlite3_column_text(s, c++) ?: "");
+                st = device_state_from_string((const char *) sqlite3_column_text(s, c++) ?: "");
+                rec->state = st < 0 ? DEVICE_GONE : (enum device_state) st;
+                rec->first_seen = sqlite3_column_int64(s, c++);
+                rec->last_seen = sqlite3_column_int64(s, c++);
+                for (size_t i = 0; i < device_fields_count; i++, c++) {
+                        const struct field_desc *d = &device_fields[i];
+                        void *v = device_field_ptr(&rec->facts, d);
+                        bool null = sqlite3_column_type(s, c) == SQLITE_NULL;
+
+                        switch (d->type) {
+                        case FIELD_STR:
+                                if (!null && !(*(char **) v = strdup((const char *) sqlite3_column_text(s, c))))
+                                        r = -ENOMEM;
+                                break;
+                        case FIELD_INT:
+                        case FIELD_BOOL:
+                                *(int64_t *) v = null ? FIELD_NULL : sqlite3_column_int64(s, c);
+                                break;
+                        case FIELD_STRV:
+                                if (!(*(char ***) v = strv_from_json_text((const char *) sqlite3_column_text(s, c))))
+                                        r = -ENOMEM;
+                                break;
+                        }
+                }
+                if (!rec->identity)
+                        r = -ENOMEM;
+                if (r < 0) {
+                        device_record_free(rec);
+                        break;
+                }
+                r = fn(rec, userdata);
+                if (r < 0)
+                        break;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sqlite_to_errno(rc) ?: -EIO;
+        sqlite3_finalize(s);
+        return r;
+}
+
+int journal_append_event(struct journal *j, int64_t time, int64_t device_id, const char *kind,
+                         json_object *before, json_object *after, int64_t *ret_seq) {
+        sqlite3_stmt *s = j->stmt[STMT_INSERT_EVENT];
+        const int flags = JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE;
+        int r;
+
+        sqlite3_bind_int64(s, 1, time);
+        if (device_id > 0)
+                sqlite3_bind_int64(s, 2, device_id);
+        else
+                sqlite3_bind_null(s, 2);
+        sqlite3_bind_text(s, 3, kind, -1, SQLITE_STATIC);
+        if (before)
+                sqlite3_bind_text(s, 4, json_object_to_json_string_ext(before, flags), -1, SQLITE_TRANSIENT);
+        else
+                sqlite3_bind_null(s, 4);
+        if (after)
+                sqlite3_bind_text(s, 5, json_object_to_json_string_ext(after, flags), -1, SQLITE_TRANSIENT);
+        else
+                sqlite3_bind_null(s, 5);
+        r = step_done(j, s);
+        if (r < 0)
+                return r;
+        j->last_seq = sqlite3_last_insert_rowid(j->db);
+        if (ret_seq)
+                *ret_seq = j->last_seq;
+        return 0;
+}
+
+int64_t journal_last_seq(struct journal *j) {
+        return j->last_seq;
+}
+
+int journal_last_daemon_event(struct journal *j, char **ret_kind) {
+        sqlite3_stmt *s;
+        int rc;
+
+        *ret_kind = NULL;
+        rc = sqlite3_prepare_v2(j->db,
+                                "SELECT kind FROM events WHERE device_id IS NULL ORDER BY seq DESC LIMIT 1",
+                                -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW && !(*ret_kind = strdup((const char *) sqlite3_column_text(s, 0)))) {
+                sqlite3_finalize(s);
+                return -ENOMEM;
+        }
+        sqlite3_finalize(s);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+}
+
+static json_object *json_column(sqlite3_stmt *s, int c) {
+        const char *t;
+
+        if (sqlite3_column_type(s, c) == SQLITE_NULL)
+                return NULL;
+        t = (const char *) sqlite3_column_text(s, c);
+        return t ? json_tokener_parse(t) : NULL;
+}
+
+int journal_list_events(struct journal *j, int64_t since, int64_t limit, int64_t device_id,
+                        json_object *array) {
+        sqlite3_stmt *s;
+        int n = 0, p = 1, rc;
+
+        s = j->stmt[device_id > 0 ? STMT_LIST_EVENTS_DEVICE : STMT_LIST_EVENTS];
+        if (device_id > 0)
+                sqlite3_bind_int64(s, p++, device_id);
+        sqlite3_bind_int64(s, p++, since);
+        sqlite3_bind_int64(s, p++, limit);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                json_object *e = json_object_new_object();
+                char ts[RFC3339_MAX];
+
+                if (!e)
+                        break;
+                json_object_object_add(e, "seq", json_object_new_int64(sqlite3_column_int64(s, 0)));
+                json_object_object_add(e, "time",
+                                       json_object_new_string(format_rfc3339(sqlite3_column_int64(s, 1), ts)));
+                json_object_object_add(e, "device_id",
+                                       sqlite3_column_type(s, 2) == SQLITE_NULL
+                                               ? NULL
+                                               : json_object_new_int64(sqlite3_column_int64(s, 2)));
+                json_object_object_add(e, "kind", json_object_new_string((const char *) sqlite3_column_text(s, 3)));
+                json_object_object_add(e, "before", json_column(s, 4));
+                json_object_object_add(e, "after", json_column(s, 5));
+                json_object_array_add(array, e);
+                n++;
+        }
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return sqlite_to_errno(rc) ?: -EIO;
+        return n;
+}
+
+int journal_meta_set(struct journal *j, const char *key, const char *value) {
+        sqlite3_stmt *s = j->stmt[STMT_META_SET];
+
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+        return step_done(j, s);
+}
+
+int journal_meta_get(struct journal *j, const char *key, char **ret) {
+        sqlite3_stmt *s = j->stmt[STMT_META_GET];
+        int rc, r = 0;
+
+        *ret = NULL;
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+                *ret = strdup((const char *) sqlite3_column_text(s, 0));
+                if (!*ret)
+                        r = -ENOMEM;
+        } else if (rc != SQLITE_DONE)
+                r = sqlite_to_errno(rc) ?: -EIO;
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        return r;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The journal: the ledger's SQLite file (WAL, synchronous=FULL).
+ *
+ * Tables: devices (one row per device record, keyed by ledger id), events (append-only
+ * history; seq is monotonic and never reused), meta (the daemon's own small facts).
+ * The schema version is PRAGMA user_version; migrations only go forward, one
+ * transaction each. A journal written by a newer blkledgerd is refused and not touched.
+ * Later tables (names, expectations, intents, volumes) refer to devices.id. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "device.h"
+
+#define JOURNAL_SCHEMA_VERSION 2
+
+struct journal;
+
+/* Opens or creates the journal at path and migrates it. On failure returns negative
+ * errno and, if ret_error is non-NULL, an allocated one-line explanation:
+ * -EPROTONOSUPPORT for a newer schema, -EBADMSG for a file that is not a database. */
+int journal_open(const char *path, struct journal **ret, char **ret_error);
+struct journal *journal_close(struct journal *j);
+int journal_schema_version(struct journal *j);
+const char *journal_path(struct journal *j);
+
+int journal_begin(struct journal *j);
+int journal_commit(struct journal *j);
+void journal_rollback(struct journal *j);
+
+/* Calls fn for every device record; fn takes ownership of rec. */
+int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec, void *userdata),
+                         void *userdata);
+/* Sets rec->id. */
+int journal_insert_device(struct journal *j, struct device_record *rec);
+int journal_update_device(struct journal *j, const struct device_record *rec);
+int journal_touch_device(struct journal *j, int64_t id, int64_t last_seen);
+
+/* Appends an event; device_id 0 means an event about the daemon. before/after may be
+ * NULL and are not consumed. */
+int journal_append_event(struct journal *j, int64_t time, int64_t device_id, const char *kind,
+                         json_object *before, json_object *after, int64_t *ret_seq);
+int64_t journal_last_seq(struct journal *j);
+/* Kind of the newest event about the daemon itself, or NULL. */
+int journal_last_daemon_event(struct journal *j, char **ret_kind);
+
+/* Appends events with seq > since (of one device if device_id > 0), at most limit, to
+ * the JSON array. Returns how many were added. */
+int journal_list_events(struct journal *j, int64_t since, int64_t limit, int64_t device_id,
+                        json_object *array);
+
+int journal_meta_set(struct journal *j, const char *key, const char *value);
+int journal_meta_get(struct journal *j, const char *key, char **ret);

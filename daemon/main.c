@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* blkledgerd: setup in data-flow order, the event loop, and teardown in reverse. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "daemon.h"
+#include "identity.h"
+#include "log.h"
+#include "observe.h"
+#include "probe.h"
+#include "util.h"
+
+#define TICK_USEC USEC_PER_SEC
+#define SOURCE_CHECK_USEC (5 * USEC_PER_SEC)
+
+extern const char io_blkledger_varlink[];
+
+static int mkdir_parents(const char *path, mode_t mode) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+/* One daemon per state directory: the lock lives as long as the process. */
+static int lock_state_dir(const char *dir, int *ret_fd) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -1;
+        char buf[32];
+
+        if (asprintf(&path, "%s/lock", dir) < 0)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return log_error_errno(errno, "cannot open %s", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                ssize_t n;
+                if (errno != EWOULDBLOCK)
+                        return log_error_errno(errno, "cannot lock %s", path);
+                n = pread(fd, buf, sizeof(buf) - 1, 0);
+                buf[n > 0 ? n : 0] = 0;
+                log_error("another blkledgerd (pid %s) is using %s", isempty(buf) ? "?" : strtok(buf, "\n"), dir);
+                return -EBUSY;
+        }
+        snprintf(buf, sizeof(buf), "%d\n", (int) getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, strlen(buf), 0) < 0)
+                log_warning_errno(errno, "cannot record our pid in %s", path);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void on_device(struct udev_device *dev, void *userdata) {
+        reconcile_queue_device(userdata, dev);
+}
+
+static void on_overflow(void *userdata) {
+        struct daemon *d = userdata;
+        d->event_overflows++;
+        reconcile_request_full_scan(d);
+}
+
+static void on_source_changed(void *userdata) {
+        reconcile_request_full_scan(userdata);
+}
+
+static void on_signal(struct ev_io *io, uint32_t revents, void *userdata) {
+        struct daemon *d = userdata;
+        struct signalfd_siginfo si;
+
+        while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+                switch (si.ssi_signo) {
+                case SIGTERM:
+                case SIGINT:
+                        log_info("received %s, stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+                        ev_loop_exit(d->loop, 0);
+                        break;
+                case SIGHUP:
+                        /* Nothing to reload yet; say so rather than die. */
+                        log_info("received SIGHUP: nothing to reload");
+                        break;
+                }
+        }
+}
+
+static void on_tick(struct ev_timer *t, void *userdata) {
+        struct daemon *d = userdata;
+        int64_t now = now_monotonic_usec();
+
+        server_tick(d->server, now);
+        if (now >= d->next_source_check) {
+                d->next_source_check = now + SOURCE_CHECK_USEC;
+                monitor_check_source(d->monitor);
+        }
+        if (d->next_full_scan && now >= d->next_full_scan) {
+                d->next_full_scan = d->opts.rescan_interval ? now + d->opts.rescan_interval : 0;
+                reconcile_request_full_scan(d);
+        }
+        ev_timer_arm(t, TICK_USEC);
+}
+
+static int record_daemon_event(struct daemon *d, const char *kind, json_object *after) {
+        int r = journal_begin(d->journal);
+
+        if (r == 0)
+                r = journal_append_event(d->journal, now_realtime_usec(), 0, kind, NULL, after, NULL);
+        if (r == 0)
+                r = journal_commit(d->journal);
+        if (r < 0)
+                journal_rollback(d->journal);
+        return r;
+}
+
+static int record_start(struct daemon *d) {
+        _cleanup_free_ char *last = NULL;
+        json_object *after = json_object_new_object();
+        int r;
+
+        if (!after)
+                return -ENOMEM;
+        r = journal_last_daemon_event(d->journal, &last);
+        json_object_object_add(after, "version", json_object_new_string(PACKAGE_VERSION));
+        json_object_object_add(after, "pid", json_object_new_int64(getpid()));
+        /* A start without a stop before it: the previous run was killed or crashed. */
+        if (r == 0 && last)
+                json_object_object_add(after, "previous_run",
+                                       json_object_new_string(streq(last, "daemon_stopped") ? "clean" : "unclean"));
+        r = record_daemon_event(d, "daemon_started", after);
+        json_object_put(after);
+        return r;
+}
+
+static int observe_one(const char *name) {
+        _cleanup_free_ char *text = NULL, *identity = NULL;
+        struct udev *udev = udev_new();
+        struct udev_device *dev = NULL;
+        struct observation o = {};
+        struct device_facts f;
+        struct stat st;
+        int r;
+
+        if (!udev)
+                return log_error_errno(ENOMEM, "cannot use libudev");
+        if (stat(name, &st) == 0 && S_ISBLK(st.st_mode))
+                dev = udev_device_new_from_devnum(udev, 'b', st.st_rdev);
+        else
+                dev = udev_device_new_from_subsystem_sysname(udev, "block", name);
+        if (!dev) {
+                udev_unref(udev);
+                return log_error_errno(ENODEV, "no block device %s", name);
+        }
+        r = observe_udev_device(dev, &o);
+        if (r == 0 && observation_get(&o, "X:devnode") && observation_is_device(&o))
+                probe_content(observation_get(&o, "X:devnode"), &o);
+        if (r == 0)
+                r = observation_format(&o, &text);
+        if (r == 0) {
+                fputs(text, stdout);
+                if (observation_is_device(&o) && device_facts_from_observation(&o, &f) == 0) {
+                        identity = identity_from_observation(&o, &f);
+                        printf("# identity: %s\n", identity ? identity : "?");
+                        device_facts_done(&f);
+                } else
+                        printf("# not a device (an empty loop slot)\n");
+        }
+        observation_done(&o);
+        udev_device_unref(dev);
+        udev_unref(udev);
+        return r;
+}
+
+int main(int argc, char **argv) {
+        struct daemon d = { .signal_fd = -1, .state_lock_fd = -1, .socket_fd = -1, .socket_lock_fd = -1 };
+        _cleanup_free_ char *error = NULL, *journal_file = NULL;
+        struct server_info info = { .interface = "io.blkledger", .interface_description = io_blkledger_varlink,
+                                    .version = PACKAGE_VERSION };
+        struct monitor_callbacks mcb = { .device = on_device, .overflow = on_overflow,
+                                         .source_changed = on_source_changed };
+        sigset_t mask;
+        int r, ret = EXIT_FAILURE;
+
+        r = options_parse(argc, argv, &d.opts, &error);
+        if (r != 0) {
+                if (r < 0)
+                        fprintf(stderr, "blkledgerd: %s\n", error ? error : strerror(-r));
+                options_done(&d.opts);
+                return r > 0 ? EXIT_SUCCESS : 2;
+        }
+        log_setup(d.opts.foreground || d.opts.observe, d.opts.log_level);
+        if (d.opts.observe) {
+                r = observe_one(d.opts.observe);
+                options_done(&d.opts);
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+        d.started_at = now_realtime_usec();
+
+        r = mkdir_parents(d.opts.state_dir, 0755);
+        if (r < 0) {
+                log_error_errno(r, "cannot create state directory %s", d.opts.state_dir);
+                goto out_options;
+        }
+        r = lock_state_dir(d.opts.state_dir, &d.state_lock_fd);
+        if (r < 0)
+                goto out_options;
+
+        if (asprintf(&journal_file, "%s/ledger.db", d.opts.state_dir) < 0)
+                goto out_lock;
+        r = journal_open(journal_file, &d.journal, &error);
+        if (r < 0) {
+                log_error("%s", error ? error : strerror(-r));
+                goto out_lock;
+        }
+        r = ledger_load(&d.ledger, d.journal);
+        if (r < 0) {
+                log_error_errno(r, "cannot load the ledger from %s", journal_file);
+                goto out_journal;
+        }
+        {
+                _cleanup_free_ char *ts = NULL;
+                if (journal_meta_get(d.journal, "last_full_scan", &ts) == 0 && ts)
+                        (void) parse_rfc3339(ts, &d.last_full_scan);
+        }
+
+        r = ev_loop_new(256, &d.loop);
+        if (r < 0) {
+                log_error_errno(r, "cannot set up io_uring");
+                goto out_ledger;
+        }
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        d.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (d.signal_fd < 0 || ev_io_new(d.loop, d.signal_fd, POLLIN, on_signal, &d, &d.signal_io) < 0) {
+                log_error_errno(errno, "cannot watch signals");
+                goto out_loop;
+        }
+
+        d.udev = udev_new();
+        if (!d.udev) {
+                log_error_errno(errno ?: ENOMEM, "cannot use libudev");
+                goto out_signals;
+        }
+        /* Follow events before enumerating, so nothing that happens during the initial
+         * scan is missed; events that repeat what the scan saw change nothing. */
+        r = monitor_new(d.udev, d.loop, d.opts.event_source, d.opts.rcvbuf, &mcb, &d, &d.monitor);
+        if (r < 0)
+                goto out_udev;
+
+        /* Claim the socket before any work, so a second daemon fails at once; it
+         * answers only once the initial scan is in the journal (server_new). */
+        {
+                _cleanup_free_ char *dir = strdup(d.opts.socket_path);
+                char *slash = dir ? strrchr(dir, '/') : NULL;
+                if (slash && slash != dir) {
+                        *slash = 0;
+                        r = mkdir_parents(dir, 0755);
+                        if (r < 0) {
+                                log_error_errno(r, "cannot create %s", dir);
+                                goto out_monitor;
+                        }
+                }
+        }
+        free(error);
+        error = NULL;
+        r = server_bind(d.opts.socket_path, &d.socket_fd, &d.socket_lock_fd, &error);
+        if (r < 0) {
+                log_error("%s", error ? error : strerror(-r));
+                goto out_monitor;
+        }
+        r = record_start(&d);
+        if (r < 0) {
+                log_error_errno(r, "cannot write to the journal");
+                goto out_socket;
+        }
+        if (scope_is_set(&d.opts.scope))
+                for (unsigned i = 0; i < d.opts.n_scope_specs; i++)
+                        log_info("scope: %s", d.opts.scope_specs[i]);
+        r = reconcile_full_scan(&d, NULL);
+        if (r < 0)
+                goto out_stopped;
+        log_info("initial scan: %zu devices present, %zu in the ledger", ledger_count_present(&d.ledger),
+                 d.ledger.n_recs);
+
+        r = server_new(d.loop, d.socket_fd, &d.opts.limits, &info, daemon_methods, &daemon_history, &d, &d.server);
+        if (r < 0) {
+                log_error_errno(r, "cannot serve %s", d.opts.socket_path);
+                goto out_stopped;
+        }
+        r = ev_timer_new(d.loop, on_tick, &d, &d.tick);
+        if (r == 0)
+                r = ev_timer_arm(d.tick, TICK_USEC);
+        if (r < 0) {
+                log_error_errno(r, "cannot arm the timer");
+                goto out_server;
+        }
+        d.next_source_check = now_monotonic_usec() + SOURCE_CHECK_USEC;
+        if (d.opts.rescan_interval)
+                d.next_full_scan = now_monotonic_usec() + d.opts.rescan_interval;
+
+        log_info("serving %s (%zu devices present, events from %s)", d.opts.socket_path,
+                 ledger_count_present(&d.ledger), monitor_source_name(d.monitor));
+        sd_notifyf(0, "READY=1\nSTATUS=Serving %zu devices\nMAINPID=%d", ledger_count_present(&d.ledger),
+                   (int) getpid());
+
+        r = ev_loop_run(d.loop);
+        if (r < 0)
+                log_error_errno(r, "event loop failed");
+        else
+                ret = EXIT_SUCCESS;
+        sd_notify(0, "STOPPING=1");
+
+        ev_timer_free(d.tick);
+out_server:
+        d.server = server_free(d.server);
+out_stopped:
+        reconcile_done(&d);
+        if (record_daemon_event(&d, "daemon_stopped", NULL) < 0)
+                log_warning("cannot record the stop in the journal");
+out_socket:
+        /* The socket path is ours while we hold its lock. */
+        unlink(d.opts.socket_path);
+        close(d.socket_fd);
+        close(d.socket_lock_fd);
+out_monitor:
+        monitor_free(d.monitor);
+out_udev:
+        udev_unref(d.udev);
+out_signals:
+        ev_io_free(d.signal_io);
+        if (d.signal_fd >= 0)
+                close(d.signal_fd);
+out_loop:
+        ev_loop_free(d.loop);
+out_ledger:
+        ledger_done(&d.ledger);
+out_journal:
+        journal_close(d.journal);
+out_lock:
+        close(d.state_lock_fd);
+out_options:
+        options_done(&d.opts);
+        return ret;
+}

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The methods of interface io.blkledger (see lib/io.blkledger.varlink). */
+#include "config.h"
+
+#include "daemon.h"
+#include "log.h"
+#include "util.h"
+
+#define EVENTS_PAGE_DEFAULT 1000
+#define EVENTS_PAGE_MAX 10000
+
+static int reply_and_put(struct client *c, json_object *p) {
+        int r;
+
+        if (!p)
+                return -ENOMEM;
+        r = server_reply(c, p);
+        json_object_put(p);
+        return r;
+}
+
+static int method_get_status(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        json_object *p, *scope;
+        char ts[RFC3339_MAX];
+
+        if (server_check_params(c, params, NULL) < 0)
+                return 0;
+        p = json_object_new_object();
+        scope = json_object_new_array();
+        if (!p || !scope) {
+                json_object_put(p);
+                json_object_put(scope);
+                return -ENOMEM;
+        }
+        for (unsigned i = 0; i < d->opts.n_scope_specs; i++)
+                json_object_array_add(scope, json_object_new_string(d->opts.scope_specs[i]));
+        json_object_object_add(p, "version", json_object_new_string(PACKAGE_VERSION));
+        json_object_object_add(p, "pid", json_object_new_int64(getpid()));
+        json_object_object_add(p, "started_at", json_object_new_string(format_rfc3339(d->started_at, ts)));
+        json_object_object_add(p, "devices", json_object_new_int64((int64_t) d->ledger.n_recs));
+        json_object_object_add(p, "devices_present", json_object_new_int64((int64_t) ledger_count_present(&d->ledger)));
+        json_object_object_add(p, "event_source", json_object_new_string(monitor_source_name(d->monitor)));
+        json_object_object_add(p, "last_full_scan",
+                               d->last_full_scan ? json_object_new_string(format_rfc3339(d->last_full_scan, ts)) : NULL);
+        json_object_object_add(p, "event_overflows", json_object_new_int64((int64_t) d->event_overflows));
+        json_object_object_add(p, "last_seq", json_object_new_int64(journal_last_seq(d->journal)));
+        json_object_object_add(p, "schema_version", json_object_new_int64(journal_schema_version(d->journal)));
+        json_object_object_add(p, "state_dir", json_object_new_string(d->opts.state_dir));
+        json_object_object_add(p, "scope", scope);
+        json_object_object_add(p, "clients", json_object_new_int64(server_n_clients(d->server)));
+        return reply_and_put(c, p);
+}
+
+static int method_list_devices(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "state", PARAM_STRING }, {} };
+        struct daemon *d = userdata;
+        json_object *p, *arr, *st;
+        int state = -1;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        st = param_get(params, "state");
+        if (st) {
+                state = device_state_from_string(json_object_get_string(st));
+                if (state < 0)
+                        return server_reply_invalid_parameter(c, "state");
+        }
+        p = json_object_new_object();
+        arr = json_object_new_array_ext((int) d->ledger.n_recs);
+        if (!p || !arr) {
+                json_object_put(p);
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < d->ledger.n_recs; i++) {
+                const struct device_record *r = d->ledger.recs[i];
+                if (state >= 0 && (int) r->state != state)
+                        continue;
+                json_object_array_add(arr, device_record_to_json(r));
+        }
+        json_object_object_add(p, "devices", arr);
+        return reply_and_put(c, p);
+}
+
+static int method_get_device(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "id", PARAM_INT }, { "name", PARAM_STRING }, {} };
+        struct daemon *d = userdata;
+        json_object *id, *name, *p, *err;
+        struct device_record *rec = NULL;
+        char buf[32];
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        id = param_get(params, "id");
+        name = param_get(params, "name");
+        if ((!id) == (!name))
+                return server_reply_invalid_parameter(c, id ? "name" : "id");
+        if (id)
+                rec = ledger_find_by_id(&d->ledger, json_object_get_int64(id));
+        else
+                rec = ledger_find_by_name(&d->ledger, json_object_get_string(name));
+        if (!rec) {
+                err = json_object_new_object();
+                if (!err)
+                        return -ENOMEM;
+                if (id)
+                        snprintf(buf, sizeof(buf), "%lld", (long long) json_object_get_int64(id));
+                json_object_object_add(err, "name", json_object_new_string(id ? buf : json_object_get_string(name)));
+                r = server_reply_error(c, "io.blkledger.NoSuchDevice", err);
+                json_object_put(err);
+                return r;
+        }
+        p = json_object_new_object();
+        if (!p)
+                return -ENOMEM;
+        json_object_object_add(p, "device", device_record_to_json(rec));
+        return reply_and_put(c, p);
+}
+
+static int get_nonneg(struct client *c, json_object *params, const char *name, int64_t def, int64_t *ret) {
+        json_object *v = param_get(params, name);
+
+        *ret = def;
+        if (!v)
+                return 0;
+        *ret = json_object_get_int64(v);
+        if (*ret < 0) {
+                server_reply_invalid_parameter(c, name);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int method_list_events(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = {
+                { "since", PARAM_INT }, { "limit", PARAM_INT }, { "device_id", PARAM_INT }, {},
+        };
+        struct daemon *d = userdata;
+        int64_t since, limit, device_id;
+        json_object *p, *arr;
+        int n;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (get_nonneg(c, params, "since", 0, &since) < 0 ||
+            get_nonneg(c, params, "limit", EVENTS_PAGE_DEFAULT, &limit) < 0 ||
+            get_nonneg(c, params, "device_id", 0, &device_id) < 0)
+                return 0;
+        if (limit == 0 || limit > EVENTS_PAGE_MAX)
+                return server_reply_invalid_parameter(c, "limit");
+        arr = json_object_new_array();
+        if (!arr)
+                return -ENOMEM;
+        n = journal_list_events(d->journal, since, limit, device_id, arr);
+        if (n < 0) {
+                json_object_put(arr);
+                return n;
+        }
+        p = json_object_new_object();
+        if (!p) {
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        json_object_object_add(p, "events", arr);
+        json_object_object_add(p, "last_seq", json_object_new_int64(journal_last_seq(d->journal)));
+        json_object_object_add(p, "has_more", json_object_new_boolean(n == limit));
+        return reply_and_put(c, p);
+}
+
+static int method_watch(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "since", PARAM_INT }, {} };
+        struct daemon *d = userdata;
+        json_object *since_o;
+        int64_t since = -1;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        since_o = param_get(params, "since");
+        if (since_o) {
+                since = json_object_get_int64(since_o);
+                if (since < 0 || since > journal_last_seq(d->journal))
+                        return server_reply_invalid_parameter(c, "since");
+        }
+        return server_start_watch(c, since);
+}
+
+static int method_rescan(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        struct ledger_stats st = {};
+        int64_t start = now_monotonic_usec();
+        json_object *p;
+        int r;
+
+        if (server_check_params(c, params, NULL) < 0)
+                return 0;
+        log_info("full scan requested by uid %d", (int) client_uid(c));
+        r = reconcile_full_scan(d, &st);
+        if (r < 0)
+                return r;
+        p = json_object_new_object();
+        if (!p)
+                return -ENOMEM;
+        json_object_object_add(p, "checked", json_object_new_int64(st.checked));
+        json_object_object_add(p, "appeared", json_object_new_int64(st.appeared));
+        json_object_object_add(p, "changed", json_object_new_int64(st.changed));
+        json_object_object_add(p, "disappeared", json_object_new_int64(st.disappeared));
+        json_object_object_add(p, "duration_ms", json_object_new_int64((now_monotonic_usec() - start) / USEC_PER_MSEC));
+        return reply_and_put(c, p);
+}
+
+const struct method daemon_methods[] = {
+        { "io.blkledger.GetStatus", method_get_status, 0 },
+        { "io.blkledger.ListDevices", method_list_devices, 0 },
+        { "io.blkledger.GetDevice", method_get_device, 0 },
+        { "io.blkledger.ListEvents", method_list_events, 0 },
+        { "io.blkledger.Watch", method_watch, METHOD_MORE_ONLY },
+        { "io.blkledger.Rescan", method_rescan, METHOD_ROOT_ONLY },
+        {},
+};
+
+static int64_t history_last_seq(void *userdata) {
+        struct daemon *d = userdata;
+        return journal_last_seq(d->journal);
+}
+
+static int history_fetch(void *userdata, int64_t since, int64_t limit, json_object *array) {
+        struct daemon *d = userdata;
+        return journal_list_events(d->journal, since, limit, 0, array);
+}
+
+const struct server_history daemon_history = {
+        .last_seq = history_last_seq,
+        .fetch = history_fetch,
+};

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "log.h"
+#include "observe.h"
+#include "util.h"
+
+/* The sysfs attributes device.c interprets. */
+static const char *const attrs[] = {
+        "size", "ro", "removable", "queue/rotational", "queue/logical_block_size",
+        "queue/physical_block_size", "device/model", "device/serial", "serial", "wwid",
+        "device/wwid", "diskseq", "loop/backing_file", "partition",
+};
+
+static int observe_holders(const char *syspath, struct observation *o) {
+        _cleanup_free_ char *path = NULL, *list = NULL;
+        size_t len = 0;
+        struct dirent *de;
+        DIR *d;
+
+        if (asprintf(&path, "%s/holders", syspath) < 0)
+                return -ENOMEM;
+        d = opendir(path);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                size_t n = strlen(de->d_name);
+                char *l = realloc(list, len + n + 2);
+                if (!l) {
+                        closedir(d);
+                        return -ENOMEM;
+                }
+                list = l;
+                if (len > 0)
+                        list[len++] = ' ';
+                memcpy(list + len, de->d_name, n + 1);
+                len += n;
+                if (len > OBS_VALUE_MAX)
+                        break;
+        }
+        closedir(d);
+        return list ? observation_set(o, "X:holders", list) : 0;
+}
+
+int observe_udev_device(struct udev_device *d, struct observation *ret) {
+        struct observation o = {};
+        struct udev_list_entry *e;
+        struct udev_device *parent;
+        const char *v;
+        int r = -ENOMEM;
+
+        v = udev_device_get_sysname(d);
+        if (!v || !(o.kname = strdup(v)))
+                goto fail;
+
+        /* Properties: from the uevent, plus udev's database when udevd processed it. A
+         * property we cannot store (hostile name, too many) is dropped, never fatal. */
+        udev_list_entry_foreach(e, udev_device_get_properties_list_entry(d)) {
+                char key[OBS_KEY_MAX + 1];
+                const char *name = udev_list_entry_get_name(e);
+                if (!name || strlen(name) + 2 > OBS_KEY_MAX)
+                        continue;
+                snprintf(key, sizeof(key), "E:%s", name);
+                if (observation_set(&o, key, udev_list_entry_get_value(e)) == -ENOMEM)
+                        goto fail;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(attrs); i++) {
+                char key[64];
+                v = udev_device_get_sysattr_value(d, attrs[i]);
+                if (!v)
+                        continue;
+                snprintf(key, sizeof(key), "A:%s", attrs[i]);
+                if (observation_set(&o, key, v) == -ENOMEM)
+                        goto fail;
+        }
+        if ((v = udev_device_get_devnode(d)) && observation_set(&o, "X:devnode", v) < 0)
+                goto fail;
+        if ((v = udev_device_get_syspath(d)) && observation_set(&o, "X:syspath", v) < 0)
+                goto fail;
+
+        parent = udev_device_get_parent_with_subsystem_devtype(d, "block", "disk");
+        if (parent && streq_ptr(udev_device_get_devtype(d), "partition")) {
+                if (observation_set(&o, "X:parent", udev_device_get_sysname(parent)) < 0)
+                        goto fail;
+                v = udev_device_get_sysattr_value(parent, "loop/backing_file");
+                if (v && observation_set(&o, "X:parent_backing_file", v) < 0)
+                        goto fail;
+        }
+
+        if ((v = udev_device_get_syspath(d)) && observe_holders(v, &o) == -ENOMEM)
+                goto fail;
+
+        /* A loop device is identified by its backing file's inode, which survives
+         * renames of the file and re-attachment under another loop number. */
+        v = observation_get(&o, "A:loop/backing_file");
+        if (!isempty(v)) {
+                struct stat st;
+                if (stat(v, &st) == 0) {
+                        char buf[64];
+                        snprintf(buf, sizeof(buf), "%u:%u", major(st.st_dev), minor(st.st_dev));
+                        if (observation_set(&o, "X:backing_dev", buf) < 0)
+                                goto fail;
+                        snprintf(buf, sizeof(buf), "%llu", (unsigned long long) st.st_ino);
+                        if (observation_set(&o, "X:backing_ino", buf) < 0)
+                                goto fail;
+                }
+        }
+        *ret = o;
+        return 0;
+fail:
+        observation_done(&o);
+        return r;
+}

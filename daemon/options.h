@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Command line of blkledgerd. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "monitor.h"
+#include "scope.h"
+#include "server.h"
+
+struct options {
+        bool foreground;
+        char *state_dir;
+        char *socket_path;
+        struct scope scope;
+        char **scope_specs; /* as given, for status */
+        unsigned n_scope_specs;
+        int log_level;
+        enum event_source event_source;
+        int rcvbuf;                /* bytes, 0 = leave the kernel's default */
+        int64_t rescan_interval;   /* usec between periodic full scans, 0 = never */
+        struct server_limits limits;
+        char *observe;             /* --observe DEVICE: print one observation and exit */
+};
+
+/* Returns 0 to run, 1 when --help or --version was printed, negative errno on a bad
+ * command line (the message is in *ret_error). Call options_done() in every case. */
+int options_parse(int argc, char **argv, struct options *ret, char **ret_error);
+void options_done(struct options *o);

@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* blkledger: the command line client of blkledgerd. */
+#include "config.h"
+
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdarg.h>
+
+#include "cli.h"
+#include "libblkledger.h"
+#include "util.h"
+
+#define JSON_OUT (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define JSON_LINE (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+static const char *socket_path(const struct cli_args *a) {
+        return a->socket ? a->socket : blkledger_default_socket();
+}
+
+static int fail(const char *fmt, ...) _printf_(1, 2);
+static int fail(const char *fmt, ...) {
+        va_list ap;
+
+        fputs("blkledger: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return -1;
+}
+
+static int connect_daemon(const struct cli_args *a, struct blkledger **ret) {
+        int r = blkledger_connect(a->socket, ret);
+
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                return fail("cannot connect to %s: %s (is blkledgerd running?)", socket_path(a), strerror(-r));
+        if (r == -EACCES)
+                return fail("cannot connect to %s: permission denied", socket_path(a));
+        if (r < 0)
+                return fail("cannot connect to %s: %s", socket_path(a), strerror(-r));
+        return 0;
+}
+
+/* Turns a failed call into one line on stderr. */
+static int call_failed(struct blkledger *b, const char *what, int r) {
+        const char *err = blkledger_get_error(b);
+        _cleanup_free_ char *e = NULL;
+
+        if (r != -EREMOTEIO || !err) {
+                if (r == -ECONNRESET)
+                        return fail("%s: the daemon closed the connection", what);
+                return fail("%s: %s", what, strerror(-r));
+        }
+        {
+                json_object *p = json_tokener_parse(blkledger_get_error_parameters(b) ?: "{}"), *v = NULL;
+                if (streq(err, "io.blkledger.NoSuchDevice") && json_object_object_get_ex(p, "name", &v)) {
+                        e = cli_escape(json_object_get_string(v));
+                        json_object_put(p);
+                        return fail("no such device: %s", e ? e : "?");
+                }
+                if (streq(err, "org.varlink.service.PermissionDenied")) {
+                        json_object_put(p);
+                        return fail("%s: permission denied (needs root)", what);
+                }
+                e = cli_escape(blkledger_get_error_parameters(b) ?: "");
+                json_object_put(p);
+        }
+        return fail("%s: %s %s", what, err, e ? e : "");
+}
+
+/* Calls method and parses the reply; NULL after printing the error. */
+static json_object *call(struct blkledger *b, const char *method, json_object *params) {
+        _cleanup_free_ char *reply = NULL;
+        json_object *o;
+        int r;
+
+        r = blkledger_call(b, method, params ? json_object_to_json_string_ext(params, JSON_LINE) : NULL, &reply);
+        if (r < 0) {
+                call_failed(b, method + strlen("io.blkledger."), r);
+                return NULL;
+        }
+        o = json_tokener_parse(reply);
+        if (!o)
+                fail("%s: unreadable reply", method);
+        return o;
+}
+
+static const char *str_member(json_object *o, const char *key) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static int print_json(json_object *o) {
+        puts(json_object_to_json_string_ext(o, JSON_OUT));
+        return 0;
+}
+
+static int cmd_list(struct blkledger *b, const struct cli_args *a) {
+        static const char *const headers[] = { "ID", "NAME", "MAJ:MIN", "SIZE", "RO", "TYPE", "FSTYPE",
+                                                "LABEL", "UUID", "STATE" };
+        json_object *params = json_object_new_object(), *reply, *devs;
+        struct table *t;
+
+        if (a->state)
+                json_object_object_add(params, "state", json_object_new_string(a->state));
+        reply = call(b, "io.blkledger.ListDevices", params);
+        json_object_put(params);
+        if (!reply)
+                return -1;
+        if (!json_object_object_get_ex(reply, "devices", &devs) || !json_object_is_type(devs, json_type_array)) {
+                json_object_put(reply);
+                return fail("ListDevices: reply without devices");
+        }
+        if (a->json) {
+                print_json(devs);
+                json_object_put(reply);
+                return 0;
+        }
+        t = table_new(headers, ELEMENTSOF(headers));
+        if (!t) {
+                json_object_put(reply);
+                return fail("out of memory");
+        }
+        table_set_right_aligned(t, 0);
+        table_set_right_aligned(t, 3);
+        for (size_t i = 0; i < json_object_array_length(devs); i++) {
+                json_object *d = json_object_array_get_idx(devs, i), *v;
+                char id[24], size[FORMAT_SIZE_MAX] = "-", ro[4] = "-";
+
+                snprintf(id, sizeof(id), "%s", str_member(d, "id") ?: "?");
+                if (json_object_object_get_ex(d, "size_bytes", &v) && v)
+                        format_size((uint64_t) json_object_get_int64(v), size);
+                if (json_object_object_get_ex(d, "read_only", &v) && v)
+                        snprintf(ro, sizeof(ro), "%d", json_object_get_boolean(v));
+                const char *row[] = {
+                        id, str_member(d, "kname"), str_member(d, "dev"), size, ro,
+                        str_member(d, "devtype"), str_member(d, "fs_type"), str_member(d, "fs_label"),
+                        str_member(d, "fs_uuid"), str_member(d, "state"),
+                };
+                table_add_row(t, row);
+        }
+        table_print(t, stdout, !a->no_legend);
+        table_free(t);
+        json_object_put(reply);
+        return 0;
+}
+
+/* Resolves DEVICE|ID through GetDevice; returns the device object. */
+static json_object *get_device(struct blkledger *b, const char *name) {
+        json_object *params = json_object_new_object(), *reply, *dev = NULL;
+        int64_t id;
+
+        if (parse_int64(name, &id) == 0)
+                json_object_object_add(params, "id", json_object_new_int64(id));
+        else
+                json_object_object_add(params, "name", json_object_new_string(name));
+        reply = call(b, "io.blkledger.GetDevice", params);
+        json_object_put(params);
+        if (!reply)
+                return NULL;
+        if (json_object_object_get_ex(reply, "device", &dev))
+                json_object_get(dev);
+        json_object_put(reply);
+        return dev;
+}
+
+static int cmd_show(struct blkledger *b, const struct cli_args *a) {
+        json_object *dev = get_device(b, a->device);
+
+        if (!dev)
+                return -1;
+        if (a->json)
+                print_json(dev);
+        else {
+                json_object_object_foreach(dev, key, val) {
+                        _cleanup_free_ char *e = NULL;
+                        char size[FORMAT_SIZE_MAX];
+
+                        if (!val)
+                                e = strdup("-");
+                        else if (streq(key, "size_bytes"))
+                                (void) asprintf(&e, "%s (%lld bytes)",
+                                                format_size((uint64_t) json_object_get_int64(val), size),
+                                                (long long) json_object_get_int64(val));
+                        else if (json_object_is_type(val, json_type_string))
+                                e = cli_escape(json_object_get_string(val));
+                        else
+                                e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
+                        printf("%-20s %s\n", key, e ? e : "?");
+                }
+        }
+        json_object_put(dev);
+        return 0;
+}
+
+static void print_event_line(json_object *e) {
+        _cleanup_free_ char *details = cli_event_details(e);
+        json_object *dev;
+        char devbuf[32] = "-";
+
+        if (json_object_object_get_ex(e, "device_id", &dev) && dev)
+                snprintf(devbuf, sizeof(devbuf), "%lld", (long long) json_object_get_int64(dev));
+        printf("%8s  %s  %6s  %-12s %s\n", str_member(e, "seq") ?: "?", str_member(e, "time") ?: "?", devbuf,
+               str_member(e, "kind") ?: "?", details ? details : "");
+}
+
+static int cmd_history(struct blkledger *b, const struct cli_args *a) {
+        json_object *all = json_object_new_array();
+        int64_t since = a->since >= 0 ? a->since : 0, device_id = 0, printed = 0;
+        bool more = true;
+
+        if (a->device) {
+                json_object *dev = get_device(b, a->device), *v;
+                if (!dev) {
+                        json_object_put(all);
+                        return -1;
+                }
+                if (json_object_object_get_ex(dev, "id", &v))
+                        device_id = json_object_get_int64(v);
+                json_object_put(dev);
+        }
+        if (!a->json && !a->no_legend)
+                printf("%8s  %-27s  %6s  %-12s %s\n", "SEQ", "TIME", "DEVICE", "KIND", "DETAILS");
+        while (more && (a->limit == 0 || printed < a->limit)) {
+                json_object *params = json_object_new_object(), *reply, *events, *v;
+                int64_t page = 1000;
+
+                if (a->limit > 0)
+                        page = MIN(page, a->limit - printed);
+                json_object_object_add(params, "since", json_object_new_int64(since));
+                json_object_object_add(params, "limit", json_object_new_int64(page));
+                if (device_id > 0)
+                        json_object_object_add(params, "device_id", json_object_new_int64(device_id));
+                reply = call(b, "io.blkledger.ListEvents", params);
+                json_object_put(params);
+                if (!reply) {
+                        json_object_put(all);
+                        return -1;
+                }
+                if (!json_object_object_get_ex(reply, "events", &events) ||
+                    !json_object_is_type(events, json_type_array)) {
+                        json_object_put(reply);
+                        json_object_put(all);
+                        return fail("ListEvents: reply without events");
+                }
+                more = json_object_object_get_ex(reply, "has_more", &v) && json_object_get_boolean(v);
+                for (size_t i = 0; i < json_object_array_length(events); i++) {
+                        json_object *e = json_object_array_get_idx(events, i), *seq;
+                        if (json_object_object_get_ex(e, "seq", &seq))
+                                since = json_object_get_int64(seq);
+                        if (a->json)
+                                json_object_array_add(all, json_object_get(e));
+                        else
+                                print_event_line(e);
+                        printed++;
+                }
+                if (json_object_array_length(events) == 0)
+                        more = false;
+                json_object_put(reply);
+        }
+        if (a->json)
+                print_json(all);
+        json_object_put(all);
+        return 0;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+        interrupted = 1;
+}
+
+static int cmd_watch(struct blkledger *b_unused, const struct cli_args *a) {
+        int64_t since = a->since;
+        struct sigaction sa = { .sa_handler = on_sigint };
+
+        /* No SA_RESTART: the blocking read returns so we can leave cleanly. */
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        while (!interrupted) {
+                struct blkledger *b = NULL;
+                json_object *params = json_object_new_object();
+                bool resume = false;
+                int r;
+
+                if (connect_daemon(a, &b) < 0) {
+                        json_object_put(params);
+                        return -1;
+                }
+                blkledger_set_timeout(b, -1);
+                if (since >= 0)
+                        json_object_object_add(params, "since", json_object_new_int64(since));
+                r = blkledger_call_more(b, "io.blkledger.Watch", json_object_to_json_string_ext(params, JSON_LINE));
+                json_object_put(params);
+                if (r < 0) {
+                        call_failed(b, "Watch", r);
+                        blkledger_unref(b);
+                        return -1;
+                }
+                if (!a->json && !a->no_legend && since < 0)
+                        printf("%8s  %-27s  %6s  %-12s %s\n", "SEQ", "TIME", "DEVICE", "KIND", "DETAILS");
+                while (!interrupted) {
+                        _cleanup_free_ char *reply = NULL;
+                        json_object *o, *e, *seq;
+                        int continues = 0;
+
+                        r = blkledger_receive(b, &reply, &continues);
+                        if (r == -EINTR || (r < 0 && interrupted))
+                                break;
+                        if (r == -EREMOTEIO && streq_ptr(blkledger_get_error(b), "io.blkledger.WatchTooSlow")) {
+                                json_object *p = json_tokener_parse(blkledger_get_error_parameters(b) ?: "{}"), *v;
+                                if (json_object_object_get_ex(p, "resume_since", &v))
+                                        since = json_object_get_int64(v);
+                                json_object_put(p);
+                                fprintf(stderr, "blkledger: fell behind; resuming after event %lld\n", (long long) since);
+                                resume = true;
+                                break;
+                        }
+                        if (r < 0) {
+                                call_failed(b, "Watch", r);
+                                blkledger_unref(b);
+                                return -1;
+                        }
+                        o = json_tokener_parse(reply);
+                        if (o && json_object_object_get_ex(o, "event", &e) && e) {
+                                if (json_object_object_get_ex(e, "seq", &seq))
+                                        since = json_object_get_int64(seq);
+                                if (a->json)
+                                        puts(json_object_to_json_string_ext(e, JSON_LINE));
+                                else
+                                        print_event_line(e);
+                        } else if (o && since < 0) {
+                                json_object *last;
+                                /* The first reply says where the stream starts. */
+                                if (json_object_object_get_ex(o, "last_seq", &last))
+                                        since = json_object_get_int64(last);
+                        }
+                        json_object_put(o);
+                        if (!continues)
+                                break;
+                }
+                blkledger_unref(b);
+                if (!resume)
+                        break;
+        }
+        return 0;
+}
+
+static int cmd_status(struct blkledger *b, const struct cli_args *a) {
+        json_object *reply = call(b, "io.blkledger.GetStatus", NULL);
+
+        if (!reply)
+                return -1;
+        if (a->json)
+                print_json(reply);
+        else {
+                json_object_object_foreach(reply, key, val) {
+                        _cleanup_free_ char *e = NULL;
+                        if (!val)
+                                e = strdup("-");
+                        else if (json_object_is_type(val, json_type_string))
+                                e = cli_escape(json_object_get_string(val));
+                        else
+                                e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
+                        printf("%-16s %s\n", key, e ? e : "?");
+                }
+        }
+        json_object_put(reply);
+        return 0;
+}
+
+static int cmd_rescan(struct blkledger *b, const struct cli_args *a) {
+        json_object *reply = call(b, "io.blkledger.Rescan", NULL), *v;
+
+        if (!reply)
+                return -1;
+        if (a->json)
+                print_json(reply);
+        else {
+                int64_t n[5] = {};
+                static const char *const keys[] = { "checked", "appeared", "changed", "disappeared", "duration_ms" };
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        if (json_object_object_get_ex(reply, keys[i], &v))
+                                n[i] = json_object_get_int64(v);
+                printf("checked %lld devices in %lld ms: %lld appeared, %lld changed, %lld disappeared\n",
+                       (long long) n[0], (long long) n[4], (long long) n[1], (long long) n[2], (long long) n[3]);
+        }
+        json_object_put(reply);
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        struct cli_args a;
+        _cleanup_free_ char *error = NULL;
+        struct blkledger *b = NULL;
+        int r;
+
+        r = cli_parse(argc, argv, &a, &error);
+        if (r != 0) {
+                if (r < 0)
+                        fprintf(stderr, "blkledger: %s\n", error ? error : strerror(-r));
+                cli_args_done(&a);
+                return r > 0 ? 0 : 2;
+        }
+        if (a.command == CMD_WATCH)
+                r = cmd_watch(NULL, &a);
+        else if (connect_daemon(&a, &b) < 0)
+                r = -1;
+        else {
+                switch (a.command) {
+                case CMD_LIST:
+                        r = cmd_list(b, &a);
+                        break;
+                case CMD_SHOW:
+                        r = cmd_show(b, &a);
+                        break;
+                case CMD_HISTORY:
+                        r = cmd_history(b, &a);
+                        break;
+                case CMD_STATUS:
+                        r = cmd_status(b, &a);
+                        break;
+                case CMD_RESCAN:
+                        r = cmd_rescan(b, &a);
+                        break;
+                default:
+                        r = -1;
+                }
+        }
+        blkledger_unref(b);
+        cli_args_done(&a);
+        if (fflush(stdout) != 0 || ferror(stdout))
+                return 1;
+        return r < 0 ? 1 : 0;
+}
