@@ -367,25 +367,24 @@ done:
 
 static void watch_pump(struct client *c) {
         struct server *s = c->server;
+        int64_t last;
 
-        while (c->watching && vl_buf_len(&c->out) < OUT_WATERMARK) {
-                int64_t last = s->history.last_seq(s->userdata);
-                json_object *arr;
+        if (!c->watching)
+                return;
+        last = s->history.last_seq(s->userdata);
+        /* Backed up (replies waiting for the peer) and far behind: tell it where to
+         * resume instead of keeping an ever older position open. */
+        if (vl_buf_len(&c->out) > 0 && c->stalled_since && last - c->watch_cursor > s->limits.watch_max_lag) {
+                log_warning("watcher pid %d fell %lld events behind; ending its watch at %lld", (int) c->pid,
+                            (long long) (last - c->watch_cursor), (long long) c->watch_cursor);
+                reply_error_int(c, "io.blkledger.WatchTooSlow", "resume_since", c->watch_cursor);
+                c->closing = true;
+                return;
+        }
+        while (c->watch_cursor < last && vl_buf_len(&c->out) < OUT_WATERMARK) {
+                json_object *arr = json_object_new_array();
                 int n;
 
-                if (c->watch_cursor >= last)
-                        return;
-                /* Backed up (replies waiting for the peer) and far behind: tell it where
-                 * to resume instead of keeping an ever older position open. */
-                if (vl_buf_len(&c->out) > 0 && c->stalled_since && last - c->watch_cursor > s->limits.watch_max_lag) {
-                        log_warning("watcher pid %d fell %lld events behind; ending its watch at %lld",
-                                    (int) c->pid, (long long) (last - c->watch_cursor),
-                                    (long long) c->watch_cursor);
-                        reply_error_int(c, "io.blkledger.WatchTooSlow", "resume_since", c->watch_cursor);
-                        c->closing = true;
-                        return;
-                }
-                arr = json_object_new_array();
                 if (!arr)
                         return;
                 n = s->history.fetch(s->userdata, c->watch_cursor, WATCH_BATCH, arr);

@@ -59,7 +59,11 @@ void vl_buf_free(struct vl_buf *b) {
 
 int vl_frame_next(const struct vl_buf *b, size_t max, size_t *ret_len) {
         size_t len = vl_buf_len(b);
-        const char *nul = memchr(vl_buf_head(b), 0, MIN(len, max + 1));
+        const char *nul;
+
+        if (len == 0)
+                return 0;
+        nul = memchr(vl_buf_head(b), 0, MIN(len, max + 1));
 
         if (nul) {
                 *ret_len = (size_t) (nul - vl_buf_head(b));

@@ -39,6 +39,10 @@ fi
 
 if [ -f "$tmp/pids" ]; then
         while read -r pid; do
+                # Zombies are reaped by their parent, not killed.
+                case $(ps -o stat= -p "$pid" 2>/dev/null) in
+                ""|Z*) continue ;;
+                esac
                 kill -KILL "$pid" 2>/dev/null && echo "harness: killed leftover process $pid" >&2
         done < "$tmp/pids"
 fi

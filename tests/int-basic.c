@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Description: on real loop devices (ext4, swap, blank), the daemon's ledger agrees with
+ * blkid -p, follows attach, detach and reformat, ignores devices outside its scope, and
+ * handles SIGHUP and SIGTERM. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <cmocka.h>
+
+#include "testlib.h"
+#include "util.h"
+
+static struct tl_loop *ext4, *swap, *blank;
+static struct tl_daemon *daemon_;
+
+static int setup(void **state) {
+        tl_require_devices();
+        ext4 = tl_loop_new(NULL, "ext4.img", 64 << 20, "mkfs.ext4 -q -F -L data %s");
+        swap = tl_loop_new(NULL, "swap.img", 64 << 20, "mkswap -L sw %s >/dev/null");
+        blank = tl_loop_new(NULL, "blank.img", 64 << 20, NULL);
+        if (!ext4 || !swap || !blank)
+                return -1;
+        daemon_ = tl_daemon_start("basic", NULL);
+        return daemon_ ? 0 : -1;
+}
+
+static int teardown(void **state) {
+        if (daemon_ && tl_daemon_alive(daemon_)) {
+                tl_daemon_stop(daemon_, SIGTERM);
+        }
+        tl_daemon_free(daemon_);
+        tl_loop_free(ext4);
+        tl_loop_free(swap);
+        tl_loop_free(blank);
+        return 0;
+}
+
+static json_object *list(void) {
+        json_object *l = tl_cli_json(daemon_, "list");
+        assert_non_null(l);
+        assert_true(json_object_is_type(l, json_type_array));
+        return l;
+}
+
+static void assert_rfc3339(const char *s) {
+        int64_t t;
+        assert_non_null(s);
+        assert_int_equal(parse_rfc3339(s, &t), 0);
+        assert_true(t > 1500000000LL * USEC_PER_SEC);
+}
+
+static void test_list_agrees_with_blkid(void **state) {
+        json_object *l = list();
+        struct tl_loop *loops[] = { ext4, swap, blank };
+
+        assert_int_equal(json_object_array_length(l), 3);
+        for (size_t i = 0; i < ELEMENTSOF(loops); i++) {
+                json_object *d = tl_find_device(l, "loop_backing_file", loops[i]->file);
+                static const char *const keys[][2] = { { "TYPE", "fs_type" }, { "UUID", "fs_uuid" },
+                                                       { "LABEL", "fs_label" } };
+                struct stat st;
+                char dev[32];
+
+                assert_non_null(d);
+                for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
+                        _cleanup_free_ char *want = tl_blkid(loops[i]->devnode, keys[k][0]);
+                        const char *got = tl_str(d, keys[k][1]);
+                        if (!streq_ptr(want, got))
+                                fail_msg("%s: blkid says %s=%s, ledger says %s=%s", loops[i]->devnode, keys[k][0],
+                                         want ? want : "(none)", keys[k][1], got ? got : "null");
+                }
+                assert_string_equal(tl_str(d, "state"), "present");
+                assert_int_equal(tl_int(d, "size_bytes"), 64 << 20);
+                assert_string_equal(tl_str(d, "loop_backing_file"), loops[i]->file);
+                assert_int_equal(stat(loops[i]->devnode, &st), 0);
+                snprintf(dev, sizeof(dev), "%u:%u", major(st.st_rdev), minor(st.st_rdev));
+                assert_string_equal(tl_str(d, "dev"), dev);
+                assert_true(tl_int(d, "id") > 0);
+                assert_rfc3339(tl_str(d, "first_seen"));
+                assert_rfc3339(tl_str(d, "last_seen"));
+        }
+        /* blkid found what we made, so the comparison above compared something. */
+        assert_string_equal(tl_str(tl_find_device(l, "devnode", ext4->devnode), "fs_type"), "ext4");
+        assert_string_equal(tl_str(tl_find_device(l, "devnode", ext4->devnode), "fs_label"), "data");
+        assert_string_equal(tl_str(tl_find_device(l, "devnode", swap->devnode), "fs_type"), "swap");
+        assert_null(tl_str(tl_find_device(l, "devnode", blank->devnode), "fs_type"));
+        json_object_put(l);
+}
+
+static void test_list_json_shape(void **state) {
+        static const char *const keys[] = {
+                "id", "devnode", "dev", "state", "size_bytes", "read_only", "fs_type", "fs_uuid", "fs_label",
+                "pt_type", "model", "serial", "wwn", "loop_backing_file", "parent", "first_seen", "last_seen",
+        };
+        json_object *l = list(), *d = json_object_array_get_idx(l, 0), *v;
+
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (!json_object_object_get_ex(d, keys[i], &v))
+                        fail_msg("list --json lacks %s", keys[i]);
+        /* Absent values are null, not missing or empty strings. */
+        assert_true(json_object_object_get_ex(d, "wwn", &v) && v == NULL);
+        json_object_put(l);
+}
+
+static void test_status(void **state) {
+        json_object *s = tl_cli_json(daemon_, "status");
+        const char *src;
+
+        assert_non_null(s);
+        assert_string_equal(tl_str(s, "version"), PACKAGE_VERSION);
+        assert_int_equal(tl_int(s, "devices"), 3);
+        src = tl_str(s, "event_source");
+        assert_non_null(src);
+        assert_true(streq(src, "udev") || streq(src, "kernel"));
+        if (access("/run/udev/control", F_OK) < 0)
+                assert_string_equal(src, "kernel");
+        assert_rfc3339(tl_str(s, "last_full_scan"));
+        json_object_put(s);
+}
+
+struct gone_check {
+        const char *file;
+        const char *state;
+};
+
+/* By backing file: a loop number is reused by the next attach, a file is not. */
+static bool device_in_state(void *userdata) {
+        struct gone_check *c = userdata;
+        json_object *l = tl_cli_json(daemon_, "list");
+        json_object *d = tl_find_device(l, "loop_backing_file", c->file);
+        bool ok = d && streq_ptr(tl_str(d, "state"), c->state);
+
+        json_object_put(l);
+        return ok;
+}
+
+static json_object *events_of(int64_t id, const char *kind) {
+        json_object *h = tl_cli_json(daemon_, "history"), *out = json_object_new_array();
+
+        assert_non_null(h);
+        for (size_t i = 0; i < json_object_array_length(h); i++) {
+                json_object *e = json_object_array_get_idx(h, i);
+                if (tl_int(e, "device_id") == id && streq_ptr(tl_str(e, "kind"), kind))
+                        json_object_array_add(out, json_object_get(e));
+        }
+        json_object_put(h);
+        return out;
+}
+
+static void test_detach_within_a_second(void **state) {
+        struct gone_check c = { blank->file, "gone" };
+        json_object *l = list(), *ev;
+        int64_t id = tl_int(tl_find_device(l, "devnode", blank->devnode), "id");
+
+        json_object_put(l);
+        tl_loop_detach(blank);
+        assert_true(tl_wait_for(1000, device_in_state, &c));
+        ev = events_of(id, "disappeared");
+        assert_int_equal(json_object_array_length(ev), 1);
+        assert_string_equal(tl_str(json_object_object_get(json_object_array_get_idx(ev, 0), "after"), "state"), "gone");
+        json_object_put(ev);
+        assert_true(tl_daemon_alive(daemon_));
+        /* The record stays, gone, with its last known facts. */
+        l = list();
+        assert_int_equal(json_object_array_length(l), 3);
+        json_object_put(l);
+}
+
+static void test_attach_new_device(void **state) {
+        struct tl_loop *n = tl_loop_new(NULL, "new.img", 32 << 20, "mkfs.ext4 -q -F -L fresh %s");
+        _cleanup_free_ char *file = NULL;
+        struct gone_check c;
+        json_object *l, *d, *ev;
+
+        assert_non_null(n);
+        file = strdup(n->file);
+        c = (struct gone_check) { file, "present" };
+        assert_true(tl_wait_for(1000, device_in_state, &c));
+        l = list();
+        d = tl_find_device(l, "loop_backing_file", n->file);
+        assert_string_equal(tl_str(d, "devnode"), n->devnode);
+        assert_string_equal(tl_str(d, "fs_label"), "fresh");
+        ev = events_of(tl_int(d, "id"), "appeared");
+        assert_int_equal(json_object_array_length(ev), 1);
+        json_object_put(ev);
+        json_object_put(l);
+        /* Detached again: gone, and the next test reuses its loop number. */
+        c.state = "gone";
+        tl_loop_free(n);
+        assert_true(tl_wait_for(1000, device_in_state, &c));
+}
+
+static void test_reattach_same_file_same_record(void **state) {
+        json_object *l = list(), *d;
+        struct gone_check c;
+        int64_t id = tl_int(tl_find_device(l, "loop_backing_file", blank->file), "id");
+
+        json_object_put(l);
+        assert_int_equal(tl_loop_attach(blank), 0);
+        c = (struct gone_check) { blank->file, "present" };
+        assert_true(tl_wait_for(1000, device_in_state, &c));
+        l = list();
+        d = tl_find_device(l, "loop_backing_file", blank->file);
+        /* Identity is the backing file, not the loop number it got this time. */
+        assert_int_equal(tl_int(d, "id"), id);
+        assert_string_equal(tl_str(d, "devnode"), blank->devnode);
+        /* ext4, swap, blank and the gone record of new.img: no duplicate of blank. */
+        assert_int_equal(json_object_array_length(l), 4);
+        json_object_put(l);
+}
+
+static void test_rescan_sees_reformat(void **state) {
+        _cleanup_free_ char *out = NULL;
+        json_object *r, *l, *d, *ev, *e;
+
+        /* Without udevd nothing reports a write to a device; a rescan looks anyway. */
+        assert_int_equal(tl_sh(&out, "mkfs.ext4 -q -F -L relabel %s 2>&1", blank->devnode), 0);
+        r = tl_cli_json(daemon_, "rescan");
+        assert_non_null(r);
+        assert_int_equal(tl_int(r, "checked"), 3);
+        assert_true(tl_int(r, "changed") >= 1);
+        json_object_put(r);
+        l = list();
+        d = tl_find_device(l, "loop_backing_file", blank->file);
+        assert_string_equal(tl_str(d, "fs_type"), "ext4");
+        assert_string_equal(tl_str(d, "fs_label"), "relabel");
+        ev = events_of(tl_int(d, "id"), "changed");
+        assert_true(json_object_array_length(ev) >= 1);
+        e = json_object_array_get_idx(ev, json_object_array_length(ev) - 1);
+        assert_string_equal(tl_str(json_object_object_get(e, "after"), "fs_label"), "relabel");
+        assert_true(json_object_object_get_ex(json_object_object_get(e, "before"), "fs_label", NULL));
+        assert_null(tl_str(json_object_object_get(e, "before"), "fs_label"));
+        json_object_put(ev);
+        json_object_put(l);
+}
+
+static void test_out_of_scope_invisible(void **state) {
+        _cleanup_free_ char *other = NULL;
+        struct tl_loop *o;
+        json_object *r, *l;
+
+        assert_true(asprintf(&other, "%s/elsewhere", tl_tmpdir()) > 0);
+        o = tl_loop_new(other, "x.img", 16 << 20, "mkfs.ext4 -q -F %s");
+        assert_non_null(o);
+        r = tl_cli_json(daemon_, "rescan");
+        json_object_put(r);
+        l = list();
+        assert_null(tl_find_device(l, "devnode", o->devnode));
+        assert_null(tl_find_device(l, "loop_backing_file", o->file));
+        json_object_put(l);
+        tl_loop_free(o);
+}
+
+static void test_sighup_harmless(void **state) {
+        json_object *s;
+
+        kill(daemon_->pid, SIGHUP);
+        usleep(200000);
+        assert_true(tl_daemon_alive(daemon_));
+        s = tl_cli_json(daemon_, "status");
+        assert_non_null(s);
+        json_object_put(s);
+}
+
+static void test_sigterm_clean_exit(void **state) {
+        _cleanup_free_ char *out = NULL;
+
+        assert_int_equal(tl_daemon_stop(daemon_, SIGTERM), 0);
+        assert_int_equal(access(daemon_->socket, F_OK), -1);
+        /* The journal holds the stop. */
+        assert_int_equal(tl_sh(&out, "sqlite3 '%s/ledger.db' \"SELECT kind FROM events ORDER BY seq DESC LIMIT 1\"",
+                               daemon_->state_dir), 0);
+        assert_string_equal(out, "daemon_stopped\n");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_list_agrees_with_blkid),
+                cmocka_unit_test(test_list_json_shape),
+                cmocka_unit_test(test_status),
+                cmocka_unit_test(test_detach_within_a_second),
+                cmocka_unit_test(test_attach_new_device),
+                cmocka_unit_test(test_reattach_same_file_same_record),
+                cmocka_unit_test(test_rescan_sees_reformat),
+                cmocka_unit_test(test_out_of_scope_invisible),
+                cmocka_unit_test(test_sighup_harmless),
+                cmocka_unit_test(test_sigterm_clean_exit),
+        };
+        tl_require_devices();
+        return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Helpers for the integration tests (tests/int-*.c): they run as root against real loop
+ * devices, the real kernel uevents and the real daemon binary.
+ *
+ * Everything a helper creates is registered and removed at exit, also when a test fails
+ * (cmocka longjmps out of a failed assertion, the process then exits normally) or is
+ * terminated by the harness (SIGTERM handler). Loop devices are attached with
+ * LO_FLAGS_AUTOCLEAR while this process holds them open, so even SIGKILL detaches them;
+ * daemons get PR_SET_PDEATHSIG and die with the test. tests/harness.sh sweeps up after
+ * all of that once more. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Exits 77 (skip) with the reason unless the test can run here: root, loop devices. */
+void tl_require_devices(void);
+_Noreturn void tl_skip(const char *why);
+
+const char *tl_tmpdir(void);   /* private directory of this test run */
+const char *tl_builddir(void); /* where blkledgerd and blkledger are */
+const char *tl_srcdir(void);
+/* Records a pid for the harness to kill if this test does not stop it itself. */
+void tl_register_pid(pid_t pid);
+
+struct tl_loop {
+        char *file;    /* backing file */
+        char *devnode; /* /dev/loopN while attached, else NULL */
+        int fd;        /* held open; with autoclear, closing it detaches */
+};
+
+/* Creates a sparse file DIR/name of size bytes, optionally formats it with a shell
+ * command ("%s" is the file), and attaches it. dir NULL means tl_tmpdir()/img. */
+struct tl_loop *tl_loop_new(const char *dir, const char *name, uint64_t size, const char *mkfs_fmt);
+int tl_loop_attach(struct tl_loop *l);
+void tl_loop_detach(struct tl_loop *l);
+void tl_loop_free(struct tl_loop *l);
+
+struct tl_daemon {
+        pid_t pid;
+        char *state_dir;
+        char *socket;
+        char *log;
+        char **args; /* extra arguments */
+};
+
+/* Starts blkledgerd --foreground --state-dir ... --socket ... --scope loop:tmpdir/img
+ * plus extra (NULL-terminated, may be NULL) and waits for READY=1 on $NOTIFY_SOCKET.
+ * Returns NULL (after printing the daemon's log) when it exits or is not ready in 20 s. */
+struct tl_daemon *tl_daemon_start(const char *name, const char *const *extra);
+/* Like tl_daemon_start, for a daemon expected to fail: returns its exit status. */
+int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **ret_output);
+/* Sends sig and waits (10 s at most); returns the exit status or -signal. */
+int tl_daemon_stop(struct tl_daemon *d, int sig);
+/* Starts again with the same state, socket and arguments. */
+int tl_daemon_restart(struct tl_daemon *d);
+bool tl_daemon_alive(struct tl_daemon *d);
+void tl_daemon_print_log(struct tl_daemon *d);
+void tl_daemon_free(struct tl_daemon *d);
+
+/* Runs a shell command; returns its exit status (or -1); output in *ret_out if non-NULL. */
+int tl_sh(char **ret_out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Runs "blkledger --socket SOCK ARGS --json" and parses stdout; NULL on failure. */
+json_object *tl_cli_json(struct tl_daemon *d, const char *args);
+/* Device of the list with the given devnode, borrowed from list. */
+json_object *tl_find_device(json_object *list, const char *key, const char *value);
+
+/* blkid -p -o export: value of key (TYPE, UUID, LABEL) or NULL. */
+char *tl_blkid(const char *devnode, const char *key);
+
+/* Polls cond every 20 ms until it holds or timeout_ms passed. */
+bool tl_wait_for(int timeout_ms, bool (*cond)(void *userdata), void *userdata);
+
+/* String member helpers that accept JSON null. */
+const char *tl_str(json_object *o, const char *key);
+int64_t tl_int(json_object *o, const char *key);
