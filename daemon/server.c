@@ -498,8 +498,13 @@ static void client_process(struct client *c) {
                         c->partial_since = now_monotonic_usec();
         } else
                 c->partial_since = 0;
-        if (c->eof && !c->watching && !c->in_call)
-                c->closing = true;
+        /* The peer is done sending: close once every complete call it sent is answered
+         * (pipelined calls may still wait for output space). */
+        if (c->eof && !c->watching && !c->in_call) {
+                size_t len;
+                if (vl_frame_next(&c->in, s->limits.max_message, &len) != 1)
+                        c->closing = true;
+        }
 }
 
 static void client_update_events(struct client *c) {
