@@ -23,6 +23,7 @@ struct ev_loop {
         struct io_uring ring;
         struct ev_op *ops;
         struct ev_defer *defer_head, *defer_tail;
+        struct ev_defer *round_last; /* last entry of the round being run, or NULL */
         bool exit;
         int exit_code;
 };
@@ -275,32 +276,44 @@ void ev_defer_queue(struct ev_loop *loop, struct ev_defer *d) {
 }
 
 void ev_defer_cancel(struct ev_loop *loop, struct ev_defer *d) {
-        struct ev_defer **p;
+        struct ev_defer *prev = NULL, *i;
 
         if (!d->queued)
                 return;
-        for (p = &loop->defer_head; *p; p = &(*p)->next)
-                if (*p == d) {
-                        *p = d->next;
-                        break;
-                }
-        loop->defer_tail = NULL;
-        for (struct ev_defer *i = loop->defer_head; i; i = i->next)
-                loop->defer_tail = i;
+        for (i = loop->defer_head; i && i != d; i = i->next)
+                prev = i;
+        if (!i)
+                return;
+        if (prev)
+                prev->next = d->next;
+        else
+                loop->defer_head = d->next;
+        if (loop->defer_tail == d)
+                loop->defer_tail = prev;
+        /* Cancelling the end of the running round ends the round one entry earlier. */
+        if (loop->round_last == d)
+                loop->round_last = prev;
         d->queued = false;
+        d->next = NULL;
 }
 
 static void run_deferred(struct ev_loop *loop) {
-        /* Work queued while running waits for the next round, so a callback that keeps
-         * re-queuing itself cannot starve the completions. */
-        struct ev_defer *d = loop->defer_head;
+        /* One round runs what was queued when it began; work queued meanwhile waits for
+         * the next round, so a callback that keeps re-queuing itself cannot starve the
+         * completions. Entries stay on the list until they run, so a callback may cancel
+         * or re-queue any of them. */
+        loop->round_last = loop->defer_tail;
+        while (loop->round_last) {
+                struct ev_defer *d = loop->defer_head;
 
-        loop->defer_head = loop->defer_tail = NULL;
-        while (d) {
-                struct ev_defer *next = d->next;
+                loop->defer_head = d->next;
+                if (!loop->defer_head)
+                        loop->defer_tail = NULL;
+                if (loop->round_last == d)
+                        loop->round_last = NULL;
                 d->queued = false;
+                d->next = NULL;
                 d->fn(d->userdata);
-                d = next;
         }
 }
 

@@ -15,7 +15,10 @@
  *   5. path:ID_PATH           udev's hardware path (weak: names a slot)
  *   6. kname:NAME             kernel name (weak)
  * Partitions are keyed by their partition-table entry (partuuid:UUID) first, then by the
- * disk's key with "/partN" appended, then like disks from step 4 on.
+ * disk's key (steps 1 to 3) with "/partN" appended, then like disks from step 4 on. The
+ * disk's key comes from X:parent_identity, which observe.c computes from the disk's own
+ * observation; observations recorded without it (udevadm info) fall back to udev's
+ * copies of the disk's properties on the partition.
  */
 
 /* "kind:a" or "kind:a:b" */
@@ -55,9 +58,10 @@ char *identity_from_observation(const struct observation *o, const struct device
         char *k;
 
         if (partition) {
+                const char *pk = observation_get(o, "X:parent_identity");
                 if (f->part_uuid)
                         return key("partuuid", f->part_uuid, NULL);
-                k = disk_hw_key(o, f);
+                k = !isempty(pk) ? strdup(pk) : disk_hw_key(o, f);
                 if (k && f->part_number != FIELD_NULL) {
                         char *s;
                         int r = asprintf(&s, "%s/part%lld", k, (long long) f->part_number);
@@ -82,6 +86,11 @@ char *identity_from_observation(const struct observation *o, const struct device
         if (f->id_path)
                 return key("path", f->id_path, NULL);
         return key("kname", f->kname ? f->kname : "?", NULL);
+}
+
+bool identity_is_hardware(const char *k) {
+        return startswith(k, "wwn:") || startswith(k, "serial:") || startswith(k, "loop:") ||
+               startswith(k, "loopfile:");
 }
 
 bool identity_is_weak(const char *k) {

@@ -15,3 +15,5 @@ char *identity_from_observation(const struct observation *o, const struct device
 
 /* Weak keys (hardware path, kernel name) name a slot, not a device. */
 bool identity_is_weak(const char *key);
+/* Keys of the disk itself (WWN, serial, loop backing file), which its partitions extend. */
+bool identity_is_hardware(const char *key);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -125,10 +126,39 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *ret) {
 }
 
 /* Reads the schema version without writing anything: a journal we cannot understand
- * must stay byte-for-byte as it is. */
+ * must stay as it is, with no -wal or -shm files appearing next to it. The version is in
+ * the file header (offset 60, big-endian); only when a write-ahead log exists, which may
+ * hold a newer header than the file, is SQLite asked, read-only. */
 static int peek_version(const char *path, int64_t *ret, char **ret_error) {
+        static const char magic[16] = "SQLite format 3";
+        _cleanup_free_ char *wal = NULL;
+        _cleanup_close_ int fd = -1;
+        unsigned char h[100];
+        struct stat st;
         sqlite3 *db = NULL;
+        ssize_t n;
         int rc, r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = -errno;
+                if (ret_error)
+                        (void) asprintf(ret_error, "cannot read journal %s: %s", path, strerror(errno));
+                return r;
+        }
+        n = pread(fd, h, sizeof(h), 0);
+        if (n != (ssize_t) sizeof(h) || memcmp(h, magic, sizeof(magic)) != 0) {
+                if (ret_error)
+                        (void) asprintf(ret_error, "journal %s is not an SQLite database; refusing to touch it", path);
+                return -EBADMSG;
+        }
+        *ret = (int64_t) ((uint32_t) h[60] << 24 | (uint32_t) h[61] << 16 | (uint32_t) h[62] << 8 | h[63]);
+        if (*ret > JOURNAL_SCHEMA_VERSION)
+                return 0;
+        if (asprintf(&wal, "%s-wal", path) < 0)
+                return -ENOMEM;
+        if (stat(wal, &st) < 0 || st.st_size == 0)
+                return 0;
 
         rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
         if (rc != SQLITE_OK) {

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include "device.h"
+#include "identity.h"
 #include "log.h"
 #include "observe.h"
 #include "util.h"
@@ -46,6 +48,31 @@ static int observe_holders(const char *syspath, struct observation *o) {
         }
         closedir(d);
         return list ? observation_set(o, "X:holders", list) : 0;
+}
+
+/* A partition is keyed by its disk's hardware key plus its number, when it has no
+ * partition-table entry UUID: the disk's key must be computed from the disk's own
+ * observation, exactly as for the disk, or the two would drift apart. */
+static int observe_parent_identity(struct udev_device *parent, struct observation *o) {
+        _cleanup_free_ char *key = NULL;
+        struct observation po = {};
+        struct device_facts f;
+        int r;
+
+        r = observe_udev_device(parent, &po);
+        if (r < 0)
+                return r == -ENOMEM ? r : 0;
+        r = device_facts_from_observation(&po, &f);
+        if (r == 0) {
+                key = identity_from_observation(&po, &f);
+                device_facts_done(&f);
+        }
+        observation_done(&po);
+        if (r < 0 || !key)
+                return -ENOMEM;
+        if (!identity_is_hardware(key))
+                return 0;
+        return observation_set(o, "X:parent_identity", key);
 }
 
 int observe_udev_device(struct udev_device *d, struct observation *ret) {
@@ -91,6 +118,10 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
                 v = udev_device_get_sysattr_value(parent, "loop/backing_file");
                 if (v && observation_set(&o, "X:parent_backing_file", v) < 0)
                         goto fail;
+                r = observe_parent_identity(parent, &o);
+                if (r < 0)
+                        goto fail;
+                r = -ENOMEM;
         }
 
         if ((v = udev_device_get_syspath(d)) && observe_holders(v, &o) == -ENOMEM)

@@ -96,15 +96,15 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         o->foreground = true;
                         break;
                 case 's':
-                        free(o->state_dir);
                         if (isempty(optarg))
                                 FAIL("--state-dir needs a directory");
+                        free(o->state_dir);
                         o->state_dir = strdup(optarg);
                         break;
                 case 'S':
-                        free(o->socket_path);
                         if (isempty(optarg))
                                 FAIL("--socket needs a path");
+                        free(o->socket_path);
                         o->socket_path = strdup(optarg);
                         break;
                 case ARG_SCOPE: {
@@ -168,7 +168,16 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 case ':':
                         FAIL("option '%s' needs an argument", argv[optind - 1]);
                 default:
-                        FAIL("unknown option '%s' (see --help)", argv[optind - 1]);
+                        /* A long option is named by argv ("--json=yes" when it takes
+                         * no argument: optopt is then its value); a short one by optopt,
+                         * also inside a cluster such as "-xj". */
+                        if (startswith(argv[optind - 1], "--")) {
+                                const char *arg = argv[optind - 1], *eq = strchr(arg, '=');
+                                if (optopt && eq)
+                                        FAIL("option '%.*s' takes no argument", (int) (eq - arg), arg);
+                                FAIL("unknown option '%s' (see --help)", arg);
+                        }
+                        FAIL("unknown option '-%c' (see --help)", optopt);
                 }
         }
         if (optind < argc)

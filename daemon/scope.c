@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <limits.h>
+#include <sys/stat.h>
 
 #include "scope.h"
 #include "util.h"
@@ -9,6 +10,7 @@
 int scope_add(struct scope *s, const char *spec, const char **ret_error) {
         const char *dir = startswith(spec, "loop:");
         char **n, *canon;
+        struct stat st;
 
         if (!dir) {
                 *ret_error = "scope must be loop:DIR";
@@ -22,6 +24,11 @@ int scope_add(struct scope *s, const char *spec, const char **ret_error) {
         if (!canon) {
                 *ret_error = "scope directory does not exist";
                 return -errno;
+        }
+        if (stat(canon, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                free(canon);
+                *ret_error = "scope must name a directory";
+                return -ENOTDIR;
         }
         n = realloc(s->loop_dirs, (s->n_loop_dirs + 1) * sizeof(char *));
         if (!n) {

@@ -524,9 +524,21 @@ static bool client_kick(struct client *c, uint32_t revents) {
         int r;
 
         client_process(c);
-        if (c->watching)
+        /* A watcher behind the journal is fed as long as its socket takes data: the
+         * pump stops at the output watermark, the flush makes room again. */
+        for (;;) {
+                int64_t before = c->watch_cursor;
+                size_t pending = vl_buf_len(&c->out);
+
                 watch_pump(c);
-        r = client_flush(c);
+                r = client_flush(c);
+                if (r < 0 || !c->watching || vl_buf_len(&c->out) > 0 ||
+                    c->watch_cursor >= c->server->history.last_seq(c->server->userdata))
+                        break;
+                /* Nothing was waiting and the pump found nothing: no progress to make. */
+                if (pending == 0 && c->watch_cursor == before)
+                        break;
+        }
         if (r < 0 || (revents & POLLERR) || (c->closing && vl_buf_len(&c->out) == 0)) {
                 client_free(c);
                 return false;

@@ -81,7 +81,7 @@ char *format_size(uint64_t bytes, char buf[static FORMAT_SIZE_MAX]) {
                 whole /= 1024;
                 i++;
         }
-        if (i == 0 || whole >= 100 || rem == 0) {
+        if (i == 0 || rem == 0) {
                 snprintf(buf, FORMAT_SIZE_MAX, "%" PRIu64 "%c", whole, units[i]);
         } else {
                 /* One decimal, rounded like lsblk: 1.5G */

@@ -97,7 +97,8 @@ char *utf8_sanitize(const char *s, size_t len);
 /* A copy of s with trailing and leading whitespace removed (ASCII). */
 char *strdup_strip(const char *s);
 
-/* Parse a non-negative decimal integer that fits in int64; rejects junk. */
+/* Parse a decimal integer (int64: optional minus sign; uint64: digits only); rejects
+ * junk, empty strings and overflow. */
 int parse_int64(const char *s, int64_t *ret);
 int parse_uint64(const char *s, uint64_t *ret);
 

@@ -38,7 +38,11 @@ int vl_buf_reserve(struct vl_buf *b, size_t extra) {
 }
 
 int vl_buf_append(struct vl_buf *b, const void *data, size_t len) {
-        int r = vl_buf_reserve(b, len);
+        int r;
+
+        if (len == 0)
+                return 0;
+        r = vl_buf_reserve(b, len);
         if (r < 0)
                 return r;
         memcpy(b->data + b->end, data, len);
@@ -72,39 +76,184 @@ int vl_frame_next(const struct vl_buf *b, size_t max, size_t *ret_len) {
         return len > max ? -EMSGSIZE : 0;
 }
 
+/* A validator for exactly RFC 8259 JSON, run before json-c builds anything: json-c is
+ * lenient (single quotes, NaN, leading zeros, raw control characters in strings) and a
+ * trust boundary should not depend on which leniencies a library version has. It also
+ * bounds nesting and refuses "\u0000", so no string we accept hides a NUL. */
+struct json_cursor {
+        const char *p, *end;
+        int depth, max_depth;
+};
+
+static void skip_ws(struct json_cursor *c) {
+        while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+                c->p++;
+}
+
+static bool is_digit(char ch) {
+        return ch >= '0' && ch <= '9';
+}
+
+static bool lit(struct json_cursor *c, const char *word) {
+        size_t n = strlen(word);
+
+        if ((size_t) (c->end - c->p) < n || memcmp(c->p, word, n) != 0)
+                return false;
+        c->p += n;
+        return true;
+}
+
+static bool number(struct json_cursor *c) {
+        if (c->p < c->end && *c->p == '-')
+                c->p++;
+        if (c->p >= c->end)
+                return false;
+        if (*c->p == '0')
+                c->p++;
+        else if (is_digit(*c->p))
+                while (c->p < c->end && is_digit(*c->p))
+                        c->p++;
+        else
+                return false;
+        if (c->p < c->end && *c->p == '.') {
+                c->p++;
+                if (c->p >= c->end || !is_digit(*c->p))
+                        return false;
+                while (c->p < c->end && is_digit(*c->p))
+                        c->p++;
+        }
+        if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+                c->p++;
+                if (c->p < c->end && (*c->p == '+' || *c->p == '-'))
+                        c->p++;
+                if (c->p >= c->end || !is_digit(*c->p))
+                        return false;
+                while (c->p < c->end && is_digit(*c->p))
+                        c->p++;
+        }
+        return true;
+}
+
+static bool string(struct json_cursor *c) {
+        c->p++; /* opening quote */
+        while (c->p < c->end) {
+                unsigned char ch = (unsigned char) *c->p++;
+
+                if (ch == '"')
+                        return true;
+                if (ch < 0x20)
+                        return false;
+                if (ch != '\\')
+                        continue;
+                if (c->p >= c->end)
+                        return false;
+                ch = (unsigned char) *c->p++;
+                if (ch == 'u') {
+                        unsigned v = 0;
+                        for (int i = 0; i < 4; i++, c->p++) {
+                                char h = c->p < c->end ? *c->p : 0;
+                                if (!isxdigit((unsigned char) h))
+                                        return false;
+                                v = v * 16 + (unsigned) (isdigit((unsigned char) h) ? h - '0' : (tolower((unsigned char) h) - 'a' + 10));
+                        }
+                        if (v == 0)
+                                return false;
+                } else if (!strchr("\"\\/bfnrt", ch))
+                        return false;
+        }
+        return false;
+}
+
+static bool value(struct json_cursor *c);
+
+static bool container(struct json_cursor *c, char close, bool members) {
+        if (++c->depth > c->max_depth)
+                return false;
+        c->p++; /* opening bracket */
+        skip_ws(c);
+        if (c->p < c->end && *c->p == close) {
+                c->p++;
+                c->depth--;
+                return true;
+        }
+        for (;;) {
+                if (members) {
+                        if (c->p >= c->end || *c->p != '"' || !string(c))
+                                return false;
+                        skip_ws(c);
+                        if (c->p >= c->end || *c->p != ':')
+                                return false;
+                        c->p++;
+                }
+                if (!value(c))
+                        return false;
+                skip_ws(c);
+                if (c->p >= c->end)
+                        return false;
+                if (*c->p == close) {
+                        c->p++;
+                        c->depth--;
+                        return true;
+                }
+                if (*c->p != ',')
+                        return false;
+                c->p++;
+                skip_ws(c);
+        }
+}
+
+static bool value(struct json_cursor *c) {
+        skip_ws(c);
+        if (c->p >= c->end)
+                return false;
+        switch (*c->p) {
+        case '{':
+                return container(c, '}', true);
+        case '[':
+                return container(c, ']', false);
+        case '"':
+                return string(c);
+        case 't':
+                return lit(c, "true");
+        case 'f':
+                return lit(c, "false");
+        case 'n':
+                return lit(c, "null");
+        default:
+                return number(c);
+        }
+}
+
+static bool json_valid(const char *s, size_t len, int max_depth) {
+        struct json_cursor c = { .p = s, .end = s + len, .max_depth = max_depth };
+
+        if (!value(&c))
+                return false;
+        skip_ws(&c);
+        return c.p == c.end && c.depth == 0;
+}
+
 int vl_json_parse(const char *s, size_t len, int depth, json_object **ret) {
         json_tokener *tok;
         json_object *o;
-        size_t off;
 
         if (len > INT32_MAX)
                 return -EMSGSIZE;
-        /* json-c would stop at an embedded NUL; such input is never valid. */
-        if (memchr(s, 0, len))
+        if (!utf8_is_valid(s, len) || !json_valid(s, len, depth))
                 return -EBADMSG;
         tok = json_tokener_new_ex(depth);
         if (!tok)
                 return -ENOMEM;
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         o = json_tokener_parse_ex(tok, s, (int) len);
-        if (!o && json_tokener_get_error(tok) == json_tokener_continue) {
-                /* Incomplete input: json-c wants more; a complete message cannot. */
-                json_tokener_free(tok);
-                return -EBADMSG;
-        }
+        /* A bare scalar at the end of input ("42") waits for a delimiter. */
+        if (!o && json_tokener_get_error(tok) == json_tokener_continue)
+                o = json_tokener_parse_ex(tok, " ", 1);
         if (json_tokener_get_error(tok) != json_tokener_success) {
                 json_object_put(o);
                 json_tokener_free(tok);
                 return -EBADMSG;
         }
-        off = json_tokener_get_parse_end(tok);
         json_tokener_free(tok);
-        /* Only whitespace may follow the value. */
-        for (; off < len; off++)
-                if (!strchr(" \t\r\n", s[off])) {
-                        json_object_put(o);
-                        return -EBADMSG;
-                }
         /* A JSON "null" parses to NULL with success. */
         *ret = o;
         return 0;

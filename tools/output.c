@@ -21,10 +21,11 @@ char *cli_escape(const char *s) {
                         continue;
                 }
                 if (*p >= 0xc0) {
-                        /* Copy a whole valid multi-byte sequence. */
+                        /* Copy a whole valid multi-byte sequence, except the C1 controls
+                         * U+0080..U+009F (0xc2 0x80..0x9f): U+009B acts as ESC [. */
                         n = (*p >= 0xf0) ? 4 : (*p >= 0xe0) ? 3 : 2;
-                        if (!utf8_is_valid((const char *) p, MIN(n, strlen((const char *) p))) ||
-                            strlen((const char *) p) < n)
+                        if (strlen((const char *) p) < n || !utf8_is_valid((const char *) p, n) ||
+                            (p[0] == 0xc2 && p[1] < 0xa0))
                                 n = 0;
                 }
                 if (n > 0) {
