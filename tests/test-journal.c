@@ -1,0 +1,1020 @@
+/* Description: the journal round-trips records and events, numbers events without gaps,
+ * refuses files it cannot read untouched, and migrates old schemas without loss. */
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "device.h"
+#include "journal.h"
+#include "log.h"
+#include "util.h"
+
+static char *tmpdir;
+
+/* synchronous is a property of a connection, not of the file, and the journal's
+ * connection is private: keep the handle journal_open() obtains so the test can ask it. */
+static sqlite3 *captured_db;
+static bool capture_db;
+
+int sqlite3_open_v2(const char *filename, sqlite3 **ppDb, int flags, const char *zVfs) {
+        static int (*real)(const char *, sqlite3 **, int, const char *);
+        int rc;
+
+        if (!real)
+                *(void **) &real = dlsym(RTLD_NEXT, "sqlite3_open_v2");
+        if (!real)
+                abort();
+        rc = real(filename, ppDb, flags, zVfs);
+        if (rc == SQLITE_OK && capture_db && (flags & SQLITE_OPEN_READWRITE))
+                captured_db = *ppDb;
+        return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+static int group_setup(void **state) {
+        const char *base = getenv("BLKLEDGER_TEST_TMPDIR");
+
+        if (asprintf(&tmpdir, "%s/test-journal.XXXXXX", isempty(base) ? "/tmp" : base) < 0)
+                return -1;
+        if (!mkdtemp(tmpdir)) {
+                fprintf(stderr, "mkdtemp %s: %m\n", tmpdir);
+                return -1;
+        }
+        log_setup(true, LOG_LEVEL_WARNING);
+        return 0;
+}
+
+static int group_teardown(void **state) {
+        nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(tmpdir);
+        return 0;
+}
+
+/* A fresh path in the temporary directory for each test. */
+static char *db_path(const char *name) {
+        char *p;
+
+        assert_true(asprintf(&p, "%s/%s.db", tmpdir, name) > 0);
+        return p;
+}
+
+static bool file_exists(const char *path) {
+        struct stat st;
+        return lstat(path, &st) == 0;
+}
+
+static char *sidecar(const char *path, const char *suffix) {
+        char *p;
+
+        assert_true(asprintf(&p, "%s%s", path, suffix) > 0);
+        return p;
+}
+
+static char *read_file(const char *path, size_t *ret_len) {
+        FILE *f = fopen(path, "re");
+        char *buf = NULL;
+        size_t len = 0;
+
+        assert_non_null(f);
+        {
+                FILE *m = open_memstream(&buf, &len);
+                char chunk[4096];
+                size_t n;
+
+                assert_non_null(m);
+                while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+                        fwrite(chunk, 1, n, m);
+                fclose(m);
+        }
+        fclose(f);
+        if (ret_len)
+                *ret_len = len;
+        return buf;
+}
+
+static const char *top_srcdir(void) {
+        static char buf[4096];
+        const char *e = getenv("BLKLEDGER_TOP_SRCDIR");
+
+        if (!isempty(e))
+                return e;
+        /* __FILE__ is .../tests/test-journal.c */
+        snprintf(buf, sizeof(buf), "%s", __FILE__);
+        return dirname(dirname(buf));
+}
+
+/* A second connection, as a backup tool or the sqlite3 shell would open. */
+static sqlite3 *open_other(const char *path) {
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        return db;
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql) {
+        sqlite3_stmt *s;
+        int64_t v;
+
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+        return v;
+}
+
+static char *query_text(sqlite3 *db, const char *sql) {
+        sqlite3_stmt *s;
+        char *v;
+
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        v = strdup((const char *) sqlite3_column_text(s, 0) ?: "(null)");
+        sqlite3_finalize(s);
+        assert_non_null(v);
+        return v;
+}
+
+static struct journal *open_journal(const char *path) {
+        struct journal *j = NULL;
+        char *err = NULL;
+        int r = journal_open(path, &j, &err);
+
+        if (r < 0)
+                print_error("journal_open(%s): %s: %s\n", path, strerror(-r), err ?: "(no message)");
+        assert_int_equal(r, 0);
+        assert_null(err);
+        assert_non_null(j);
+        return j;
+}
+
+static char **strv_new(const char *first, ...) {
+        char **v = calloc(1, sizeof(char *));
+        size_t n = 0;
+        va_list ap;
+
+        assert_non_null(v);
+        va_start(ap, first);
+        for (const char *s = first; s; s = va_arg(ap, const char *)) {
+                v = realloc(v, (n + 2) * sizeof(char *));
+                assert_non_null(v);
+                v[n] = strdup(s);
+                assert_non_null(v[n]);
+                v[++n] = NULL;
+        }
+        va_end(ap);
+        return v;
+}
+
+/* Every field set to a distinct non-null value, whatever DEVICE_FIELDS holds. */
+static void facts_fill(struct device_facts *f, unsigned salt) {
+        device_facts_init(f);
+        for (size_t i = 0; i < device_fields_count; i++) {
+                const struct field_desc *d = &device_fields[i];
+                void *p = device_field_ptr(f, d);
+
+                switch (d->type) {
+                case FIELD_STR:
+                        /* Quotes, slashes and non-ASCII must survive the round trip. */
+                        assert_true(asprintf((char **) p, "%s \"%u\" /x/ é", d->name, salt) > 0);
+                        break;
+                case FIELD_INT:
+                        *(int64_t *) p = (int64_t) (1000 * salt + i) * 4096;
+                        break;
+                case FIELD_BOOL:
+                        *(int64_t *) p = (i + salt) % 2;
+                        break;
+                case FIELD_STRV:
+                        *(char ***) p = strv_new("dm-0", "md127", NULL);
+                        break;
+                }
+        }
+}
+
+static struct device_record *record_new(const char *identity, enum device_state state, int64_t first,
+                                        int64_t last) {
+        struct device_record *r = calloc(1, sizeof(*r));
+
+        assert_non_null(r);
+        r->identity = strdup(identity);
+        assert_non_null(r->identity);
+        r->state = state;
+        r->first_seen = first;
+        r->last_seen = last;
+        device_facts_init(&r->facts);
+        return r;
+}
+
+static void assert_facts_equal(const struct device_facts *a, const struct device_facts *b) {
+        for (size_t i = 0; i < device_fields_count; i++) {
+                const struct field_desc *d = &device_fields[i];
+                const void *x = device_field_cptr(a, d), *y = device_field_cptr(b, d);
+                bool eq;
+
+                switch (d->type) {
+                case FIELD_STR:
+                        eq = streq_ptr(*(char *const *) x, *(char *const *) y);
+                        break;
+                case FIELD_STRV:
+                        /* Never null after a load: empty is an empty vector. */
+                        eq = *(char **const *) y && strv_equal(*(char **const *) x, *(char **const *) y);
+                        break;
+                default:
+                        eq = *(const int64_t *) x == *(const int64_t *) y;
+                }
+                if (!eq)
+                        fail_msg("field %s differs after the round trip", d->name);
+        }
+}
+
+static void assert_record_equal(const struct device_record *a, const struct device_record *b) {
+        assert_int_equal(a->id, b->id);
+        assert_string_equal(a->identity, b->identity);
+        assert_int_equal(a->state, b->state);
+        assert_int_equal(a->first_seen, b->first_seen);
+        assert_int_equal(a->last_seen, b->last_seen);
+        assert_facts_equal(&a->facts, &b->facts);
+}
+
+struct loaded {
+        struct device_record *recs[16];
+        size_t n;
+};
+
+static int collect(struct device_record *rec, void *userdata) {
+        struct loaded *l = userdata;
+
+        if (l->n >= ELEMENTSOF(l->recs)) {
+                device_record_free(rec);
+                return -E2BIG;
+        }
+        l->recs[l->n++] = rec;
+        return 0;
+}
+
+static void loaded_done(struct loaded *l) {
+        for (size_t i = 0; i < l->n; i++)
+                device_record_free(l->recs[i]);
+        l->n = 0;
+}
+
+static json_object *events_of(struct journal *j, int64_t since, int64_t limit, int64_t device_id) {
+        json_object *a = json_object_new_array();
+        int n;
+
+        assert_non_null(a);
+        n = journal_list_events(j, since, limit, device_id, a);
+        assert_true(n >= 0);
+        assert_int_equal((size_t) n, json_object_array_length(a));
+        return a;
+}
+
+static json_object *member(json_object *o, const char *key) {
+        json_object *v = NULL;
+
+        if (!json_object_object_get_ex(o, key, &v))
+                fail_msg("member %s missing in %s", key, json_object_to_json_string(o));
+        return v;
+}
+
+static int64_t event_seq(json_object *e) {
+        return json_object_get_int64(member(e, "seq"));
+}
+
+/* Equal as JSON values, where a missing object equals SQL NULL / JSON null. */
+static void assert_json_equal(json_object *want, json_object *got) {
+        if (!json_object_equal(want, got))
+                fail_msg("JSON differs: want %s, got %s", json_object_to_json_string(want),
+                         json_object_to_json_string(got));
+}
+
+/* ------------------------------------------------------------------------------------- */
+
+static void test_new_journal_is_current_wal_full(void **state) {
+        _cleanup_free_ char *path = db_path("new"), *mode = NULL;
+        struct journal *j;
+        sqlite3 *other;
+
+        capture_db = true;
+        captured_db = NULL;
+        j = open_journal(path);
+        capture_db = false;
+        assert_int_equal(journal_schema_version(j), JOURNAL_SCHEMA_VERSION);
+        assert_string_equal(journal_path(j), path);
+        assert_int_equal(journal_last_seq(j), 0);
+
+        /* FULL is 2; the default NORMAL (1) would lose the last commits on power loss. */
+        assert_non_null(captured_db);
+        assert_int_equal(query_int(captured_db, "PRAGMA synchronous"), 2);
+
+        other = open_other(path);
+        mode = query_text(other, "PRAGMA journal_mode");
+        assert_string_equal(mode, "wal");
+        assert_int_equal(query_int(other, "PRAGMA user_version"), JOURNAL_SCHEMA_VERSION);
+        sqlite3_close(other);
+        journal_close(j);
+
+        /* Still current after a reopen, which must not migrate again. */
+        j = open_journal(path);
+        assert_int_equal(journal_schema_version(j), JOURNAL_SCHEMA_VERSION);
+        journal_close(j);
+}
+
+static void test_device_round_trip(void **state) {
+        _cleanup_free_ char *path = db_path("devices");
+        struct device_record *full, *empty, *nulls;
+        struct loaded l = {};
+        struct journal *j;
+
+        j = open_journal(path);
+
+        full = record_new("wwn:0x5000c500a1b2c3d4", DEVICE_PRESENT, 1700000000000001, 1700000000999999);
+        facts_fill(&full->facts, 1);
+        /* Booleans both ways, and zero distinct from null. */
+        full->facts.read_only = 1;
+        full->facts.removable = 0;
+        full->facts.rotational = 1;
+        full->facts.part_number = 0;
+
+        nulls = record_new("kname:sdz", DEVICE_GONE, 5, 6);
+        /* Every field null; holders absent altogether stands for "no holders". */
+
+        empty = record_new("loop:259:2:77", DEVICE_PRESENT, 10, 20);
+        empty->facts.kname = strdup("loop7");
+        empty->facts.holders = strv_new(NULL);
+        empty->facts.size_bytes = 0;
+        empty->facts.read_only = 0;
+
+        assert_int_equal(journal_insert_device(j, full), 0);
+        assert_int_equal(journal_insert_device(j, nulls), 0);
+        assert_int_equal(journal_insert_device(j, empty), 0);
+        assert_true(full->id > 0);
+        assert_true(nulls->id > full->id);
+        assert_true(empty->id > nulls->id);
+
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 3);
+        assert_record_equal(full, l.recs[0]);
+        assert_record_equal(nulls, l.recs[1]);
+        assert_record_equal(empty, l.recs[2]);
+        assert_null(l.recs[1]->facts.kname);
+        assert_int_equal(l.recs[1]->facts.size_bytes, FIELD_NULL);
+        assert_int_equal(l.recs[1]->facts.read_only, FIELD_NULL);
+        assert_non_null(l.recs[1]->facts.holders);
+        assert_null(l.recs[1]->facts.holders[0]);
+        assert_int_equal(l.recs[0]->facts.removable, 0);
+        assert_int_equal(l.recs[0]->facts.rotational, 1);
+        assert_int_equal(l.recs[2]->facts.size_bytes, 0);
+        loaded_done(&l);
+
+        /* Update: values become null, nulls become values, the vector shrinks to empty. */
+        free(full->identity);
+        full->identity = strdup("serial:Disk:ABC");
+        full->state = DEVICE_GONE;
+        full->last_seen = 1700000001000000;
+        free(full->facts.fs_label);
+        full->facts.fs_label = NULL;
+        full->facts.size_bytes = FIELD_NULL;
+        full->facts.read_only = 0;
+        strv_free(full->facts.holders);
+        full->facts.holders = strv_new(NULL);
+        nulls->facts.model = strdup("Samsung SSD 870");
+        nulls->facts.diskseq = 42;
+        nulls->facts.rotational = 0;
+        nulls->facts.holders = strv_new("dm-3", NULL);
+        nulls->state = DEVICE_PRESENT;
+        assert_int_equal(journal_update_device(j, full), 0);
+        assert_int_equal(journal_update_device(j, nulls), 0);
+
+        /* Touch moves last_seen only. */
+        assert_int_equal(journal_touch_device(j, empty->id, 99), 0);
+        empty->last_seen = 99;
+
+        /* Through a reopen: what counts is what is on disk. */
+        journal_close(j);
+        j = open_journal(path);
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 3);
+        assert_record_equal(full, l.recs[0]);
+        assert_record_equal(nulls, l.recs[1]);
+        assert_record_equal(empty, l.recs[2]);
+        assert_int_equal(l.recs[2]->first_seen, 10);
+        assert_int_equal(l.recs[2]->last_seen, 99);
+        loaded_done(&l);
+
+        device_record_free(full);
+        device_record_free(nulls);
+        device_record_free(empty);
+        journal_close(j);
+}
+
+static void test_events(void **state) {
+        _cleanup_free_ char *path = db_path("events");
+        struct device_record *a = record_new("loop:1:2:3", DEVICE_PRESENT, 1, 1);
+        struct device_record *b = record_new("loop:1:2:4", DEVICE_PRESENT, 1, 1);
+        json_object *started, *after_a, *before_b, *after_b, *list, *e;
+        int64_t seq = -1, t0 = 1763629200123456;
+        char ts[RFC3339_MAX];
+        struct journal *j;
+
+        j = open_journal(path);
+        assert_int_equal(journal_insert_device(j, a), 0);
+        assert_int_equal(journal_insert_device(j, b), 0);
+
+        started = json_tokener_parse("{\"version\":\"0.1.0\",\"pid\":812}");
+        after_a = json_tokener_parse("{\"identity\":\"loop:1:2:3\",\"state\":\"present\",\"size_bytes\":67108864,"
+                                     "\"read_only\":false,\"model\":null,\"holders\":[\"dm-0\"],"
+                                     "\"loop_backing_file\":\"/var/tmp/a b/\\\"q\\\".img\",\"fs_label\":\"daten-ü\"}");
+        before_b = json_tokener_parse("{\"fs_label\":null,\"holders\":[]}");
+        after_b = json_tokener_parse("{\"fs_label\":\"x\",\"holders\":[\"md0\",\"md1\"]}");
+        assert_non_null(started);
+        assert_non_null(after_a);
+        assert_non_null(before_b);
+        assert_non_null(after_b);
+
+        assert_int_equal(journal_append_event(j, t0, 0, "daemon_started", NULL, started, &seq), 0);
+        assert_int_equal(seq, 1);
+        assert_int_equal(journal_append_event(j, t0 + 1, a->id, "appeared", NULL, after_a, &seq), 0);
+        assert_int_equal(seq, 2);
+        assert_int_equal(journal_append_event(j, t0 + 2, b->id, "changed", before_b, after_b, &seq), 0);
+        assert_int_equal(seq, 3);
+        assert_int_equal(journal_append_event(j, t0 + 3, a->id, "disappeared", before_b, NULL, NULL), 0);
+        assert_int_equal(journal_append_event(j, t0 + 4, 0, "daemon_stopped", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 5);
+        assert_int_equal(journal_last_seq(j), 5);
+
+        list = events_of(j, 0, 100, 0);
+        assert_int_equal(json_object_array_length(list), 5);
+        for (size_t i = 0; i < 5; i++)
+                assert_int_equal(event_seq(json_object_array_get_idx(list, i)), (int64_t) i + 1);
+
+        e = json_object_array_get_idx(list, 0);
+        assert_string_equal(json_object_get_string(member(e, "kind")), "daemon_started");
+        assert_null(member(e, "device_id"));
+        assert_null(member(e, "before"));
+        assert_json_equal(started, member(e, "after"));
+        assert_string_equal(json_object_get_string(member(e, "time")), format_rfc3339(t0, ts));
+
+        e = json_object_array_get_idx(list, 1);
+        assert_string_equal(json_object_get_string(member(e, "kind")), "appeared");
+        assert_int_equal(json_object_get_int64(member(e, "device_id")), a->id);
+        assert_null(member(e, "before"));
+        assert_json_equal(after_a, member(e, "after"));
+        assert_string_equal(json_object_get_string(member(e, "time")), format_rfc3339(t0 + 1, ts));
+
+        e = json_object_array_get_idx(list, 2);
+        assert_int_equal(json_object_get_int64(member(e, "device_id")), b->id);
+        assert_json_equal(before_b, member(e, "before"));
+        assert_json_equal(after_b, member(e, "after"));
+
+        e = json_object_array_get_idx(list, 3);
+        assert_json_equal(before_b, member(e, "before"));
+        assert_null(member(e, "after"));
+        json_object_put(list);
+
+        /* since is exclusive, limit caps the page. */
+        list = events_of(j, 2, 2, 0);
+        assert_int_equal(json_object_array_length(list), 2);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 0)), 3);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 1)), 4);
+        json_object_put(list);
+        list = events_of(j, 5, 100, 0);
+        assert_int_equal(json_object_array_length(list), 0);
+        json_object_put(list);
+
+        /* One device's history only, with since applied within it. */
+        list = events_of(j, 0, 100, a->id);
+        assert_int_equal(json_object_array_length(list), 2);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 0)), 2);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 1)), 4);
+        json_object_put(list);
+        list = events_of(j, 2, 100, a->id);
+        assert_int_equal(json_object_array_length(list), 1);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 0)), 4);
+        json_object_put(list);
+        list = events_of(j, 0, 100, b->id);
+        assert_int_equal(json_object_array_length(list), 1);
+        assert_int_equal(event_seq(json_object_array_get_idx(list, 0)), 3);
+        json_object_put(list);
+
+        json_object_put(started);
+        json_object_put(after_a);
+        json_object_put(before_b);
+        json_object_put(after_b);
+        device_record_free(a);
+        device_record_free(b);
+        journal_close(j);
+}
+
+static void test_seq_survives_reopen(void **state) {
+        _cleanup_free_ char *path = db_path("reopen");
+        struct journal *j;
+        json_object *list;
+        int64_t seq;
+
+        j = open_journal(path);
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(journal_append_event(j, i, 0, "daemon_started", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_last_seq(j), 3);
+        journal_close(j);
+
+        j = open_journal(path);
+        assert_int_equal(journal_last_seq(j), 3);
+        assert_int_equal(journal_append_event(j, 10, 0, "daemon_stopped", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 4);
+        journal_close(j);
+
+        j = open_journal(path);
+        assert_int_equal(journal_last_seq(j), 4);
+        list = events_of(j, 0, 100, 0);
+        assert_int_equal(json_object_array_length(list), 4);
+        for (size_t i = 0; i < 4; i++)
+                assert_int_equal(event_seq(json_object_array_get_idx(list, i)), (int64_t) i + 1);
+        json_object_put(list);
+        journal_close(j);
+}
+
+static void test_events_append_only(void **state) {
+        _cleanup_free_ char *path = db_path("appendonly"), *kind = NULL;
+        struct journal *j;
+        sqlite3 *other;
+        char *err = NULL;
+        int rc;
+
+        j = open_journal(path);
+        assert_int_equal(journal_append_event(j, 1, 0, "daemon_started", NULL, NULL, NULL), 0);
+
+        other = open_other(path);
+        rc = sqlite3_exec(other, "UPDATE events SET kind = 'forged' WHERE seq = 1", NULL, NULL, &err);
+        assert_int_equal(rc & 0xff, SQLITE_CONSTRAINT);
+        assert_non_null(err);
+        assert_non_null(strstr(err, "append-only"));
+        sqlite3_free(err);
+        err = NULL;
+        rc = sqlite3_exec(other, "UPDATE events SET seq = 7", NULL, NULL, &err);
+        assert_int_not_equal(rc, SQLITE_OK);
+        sqlite3_free(err);
+        kind = query_text(other, "SELECT kind FROM events WHERE seq = 1");
+        assert_string_equal(kind, "daemon_started");
+        assert_int_equal(query_int(other, "SELECT COUNT(*) FROM events"), 1);
+        sqlite3_close(other);
+        journal_close(j);
+}
+
+static void test_rollback_keeps_seq(void **state) {
+        _cleanup_free_ char *path = db_path("rollback");
+        struct journal *j;
+        json_object *list;
+        int64_t seq;
+
+        j = open_journal(path);
+        assert_int_equal(journal_append_event(j, 1, 0, "daemon_started", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 1);
+
+        assert_int_equal(journal_begin(j), 0);
+        assert_int_equal(journal_append_event(j, 2, 0, "rolled_back_1", NULL, NULL, &seq), 0);
+        assert_int_equal(journal_append_event(j, 3, 0, "rolled_back_2", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 3);
+        journal_rollback(j);
+        assert_int_equal(journal_last_seq(j), 1);
+
+        assert_int_equal(journal_append_event(j, 4, 0, "daemon_stopped", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 2);
+        assert_int_equal(journal_last_seq(j), 2);
+
+        /* A committed transaction counts on. */
+        assert_int_equal(journal_begin(j), 0);
+        assert_int_equal(journal_append_event(j, 5, 0, "daemon_started", NULL, NULL, &seq), 0);
+        assert_int_equal(journal_commit(j), 0);
+        assert_int_equal(seq, 3);
+
+        list = events_of(j, 0, 100, 0);
+        assert_int_equal(json_object_array_length(list), 3);
+        assert_string_equal(json_object_get_string(member(json_object_array_get_idx(list, 1), "kind")),
+                            "daemon_stopped");
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(event_seq(json_object_array_get_idx(list, i)), (int64_t) i + 1);
+        json_object_put(list);
+        journal_close(j);
+
+        /* The sequence on disk agrees after a reopen too. */
+        j = open_journal(path);
+        assert_int_equal(journal_append_event(j, 6, 0, "daemon_stopped", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, 4);
+        journal_close(j);
+}
+
+static void test_meta(void **state) {
+        _cleanup_free_ char *path = db_path("meta");
+        struct journal *j;
+        char *v = (char *) "sentinel";
+
+        j = open_journal(path);
+        assert_int_equal(journal_meta_get(j, "last_full_scan", &v), 0);
+        assert_null(v);
+        assert_int_equal(journal_meta_set(j, "last_full_scan", "2025-11-20T09:00:00.000000Z"), 0);
+        assert_int_equal(journal_meta_set(j, "other", ""), 0);
+        assert_int_equal(journal_meta_get(j, "last_full_scan", &v), 0);
+        assert_string_equal(v, "2025-11-20T09:00:00.000000Z");
+        free(v);
+        assert_int_equal(journal_meta_set(j, "last_full_scan", "2025-11-21T10:00:00.000000Z"), 0);
+        journal_close(j);
+
+        j = open_journal(path);
+        assert_int_equal(journal_meta_get(j, "last_full_scan", &v), 0);
+        assert_string_equal(v, "2025-11-21T10:00:00.000000Z");
+        free(v);
+        assert_int_equal(journal_meta_get(j, "other", &v), 0);
+        assert_string_equal(v, "");
+        free(v);
+        journal_close(j);
+}
+
+static void test_last_daemon_event(void **state) {
+        _cleanup_free_ char *path = db_path("daemonevent");
+        struct device_record *rec = record_new("kname:loop0", DEVICE_PRESENT, 1, 1);
+        struct journal *j;
+        char *kind = (char *) "sentinel";
+
+        j = open_journal(path);
+        assert_int_equal(journal_insert_device(j, rec), 0);
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_null(kind);
+
+        assert_int_equal(journal_append_event(j, 1, rec->id, "appeared", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_null(kind);
+
+        assert_int_equal(journal_append_event(j, 2, 0, "daemon_started", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_append_event(j, 3, rec->id, "changed", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_string_equal(kind, "daemon_started");
+        free(kind);
+
+        assert_int_equal(journal_append_event(j, 4, 0, "daemon_stopped", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_append_event(j, 5, rec->id, "disappeared", NULL, NULL, NULL), 0);
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_string_equal(kind, "daemon_stopped");
+        free(kind);
+
+        device_record_free(rec);
+        journal_close(j);
+}
+
+/* Opening must fail and leave the file exactly as it was, without sidecar files. Returns
+ * what went wrong, or NULL; the caller fails after its own cleanup, so that a failure
+ * leaks nothing under ASan. */
+static const char *refusal_problem(const char *path, int expect_r, const char *expect_msg) {
+        static char problem[512];
+        char *before, *after, *err = NULL, *wal = sidecar(path, "-wal"), *shm = sidecar(path, "-shm"),
+                              *jrnl = sidecar(path, "-journal");
+        struct journal *j = NULL;
+        size_t before_len, after_len;
+        struct stat st1, st2;
+        int r;
+
+        before = read_file(path, &before_len);
+        assert_int_equal(stat(path, &st1), 0);
+        assert_false(file_exists(wal));
+
+        problem[0] = 0;
+        r = journal_open(path, &j, &err);
+        after = read_file(path, &after_len);
+        assert_int_equal(stat(path, &st2), 0);
+
+        if (expect_r != 0 ? r != expect_r : r >= 0)
+                snprintf(problem, sizeof(problem), "journal_open returned %d (%s), expected %s", r,
+                         strerror(abs(r)), expect_r ? strerror(-expect_r) : "an error");
+        else if (j)
+                snprintf(problem, sizeof(problem), "journal_open failed but returned a journal");
+        else if (isempty(err))
+                snprintf(problem, sizeof(problem), "no error message");
+        else if (expect_msg && !strstr(err, expect_msg))
+                snprintf(problem, sizeof(problem), "message \"%s\" lacks \"%s\"", err, expect_msg);
+        else if (before_len != after_len || memcmp(before, after, before_len) != 0)
+                snprintf(problem, sizeof(problem), "%s changed", path);
+        else if (st1.st_ino != st2.st_ino)
+                snprintf(problem, sizeof(problem), "%s was replaced", path);
+        else if (file_exists(wal))
+                snprintf(problem, sizeof(problem), "%s was created", wal);
+        else if (file_exists(shm))
+                snprintf(problem, sizeof(problem), "%s was created", shm);
+        else if (file_exists(jrnl))
+                snprintf(problem, sizeof(problem), "%s was created", jrnl);
+
+        journal_close(j);
+        free(err);
+        free(before);
+        free(after);
+        free(wal);
+        free(shm);
+        free(jrnl);
+        return problem[0] ? problem : NULL;
+}
+
+static void make_newer(const char *path, bool wal) {
+        _cleanup_free_ char *sql = NULL;
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+        assert_true(asprintf(&sql,
+                             "PRAGMA journal_mode = %s;"
+                             "CREATE TABLE devices (id INTEGER PRIMARY KEY, identity TEXT, future TEXT);"
+                             "CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT);"
+                             "INSERT INTO events (kind) VALUES ('from the future');"
+                             "PRAGMA user_version = %d;",
+                             wal ? "WAL" : "DELETE", JOURNAL_SCHEMA_VERSION + 1) > 0);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_refuse_newer_schema(void **state) {
+        char *path = db_path("newer");
+        const char *problem;
+
+        make_newer(path, false);
+        problem = refusal_problem(path, -EPROTONOSUPPORT, "newer");
+        free(path);
+        if (problem)
+                fail_msg("%s", problem);
+}
+
+/* A newer daemon ran it in WAL mode, as this one would: peeking at the version must not
+ * start a WAL of our own. */
+static void test_refuse_newer_schema_wal(void **state) {
+        char *path = db_path("newer-wal");
+        const char *problem;
+
+        make_newer(path, true);
+        problem = refusal_problem(path, -EPROTONOSUPPORT, "newer");
+        free(path);
+        if (problem)
+                fail_msg("%s", problem);
+}
+
+static void test_refuse_garbage(void **state) {
+        char *path = db_path("garbage");
+        const char *problem;
+        uint64_t x = 0x9e3779b97f4a7c15ULL;
+        unsigned char buf[8192];
+        FILE *f;
+
+        /* Random but reproducible: xorshift64. */
+        for (size_t i = 0; i < sizeof(buf); i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf[i] = (unsigned char) x;
+        }
+        f = fopen(path, "we");
+        assert_non_null(f);
+        assert_int_equal(fwrite(buf, 1, sizeof(buf), f), sizeof(buf));
+        assert_int_equal(fclose(f), 0);
+
+        problem = refusal_problem(path, 0, path);
+        free(path);
+        if (problem)
+                fail_msg("%s", problem);
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Migrations: a saved database of an older schema, as SQL text in tests/data. */
+
+/* Builds the database of tests/data/<fixture> at path with the plain sqlite3 API. */
+static void db_from_sql_fixture(const char *fixture, const char *path) {
+        _cleanup_free_ char *file = NULL, *sql = NULL;
+        sqlite3 *db = NULL;
+        char *err = NULL;
+
+        assert_true(asprintf(&file, "%s/tests/data/%s", top_srcdir(), fixture) > 0);
+        sql = read_file(file, NULL);
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+        if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+                fail_msg("%s: %s", file, err);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* Every row of a table, every column quoted, one line per row: equal text means equal
+ * rows (same ids, same values, same types). */
+static char *table_dump(sqlite3 *db, const char *table, const char *key) {
+        _cleanup_free_ char *sql = NULL;
+        sqlite3_stmt *s;
+        char *out = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&out, &len);
+        int rc;
+
+        assert_non_null(m);
+        assert_true(asprintf(&sql, "SELECT * FROM %s ORDER BY %s", table, key) > 0);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                for (int c = 0; c < sqlite3_column_count(s); c++) {
+                        const char *name = sqlite3_column_name(s, c);
+                        switch (sqlite3_column_type(s, c)) {
+                        case SQLITE_NULL:
+                                fprintf(m, "%s=NULL|", name);
+                                break;
+                        case SQLITE_INTEGER:
+                                fprintf(m, "%s=%lld|", name, (long long) sqlite3_column_int64(s, c));
+                                break;
+                        default:
+                                fprintf(m, "%s='%s'|", name, (const char *) sqlite3_column_text(s, c));
+                        }
+                }
+                fputc('\n', m);
+        }
+        assert_int_equal(rc, SQLITE_DONE);
+        sqlite3_finalize(s);
+        fclose(m);
+        return out;
+}
+
+static char *schema_dump(sqlite3 *db) {
+        sqlite3_stmt *s;
+        char *out = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&out, &len);
+
+        assert_non_null(m);
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                            "WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+                                            -1, &s, NULL),
+                         SQLITE_OK);
+        while (sqlite3_step(s) == SQLITE_ROW)
+                fprintf(m, "%s %s %s: %s\n", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1),
+                        sqlite3_column_text(s, 2), (const char *) sqlite3_column_text(s, 3) ?: "");
+        sqlite3_finalize(s);
+        fclose(m);
+        return out;
+}
+
+struct fixture_expect {
+        int64_t n_devices;
+        int64_t n_events;
+        int64_t last_seq;
+};
+
+/* Opens the fixture of schema from_version with journal_open() and checks that the
+ * result is a current journal holding exactly the old rows, that the history goes on
+ * after the old head, and that its schema is that of a journal created new. */
+static void check_migration_from_fixture(const char *fixture, int from_version, const struct fixture_expect *x) {
+        _cleanup_free_ char *name = NULL, *path = NULL, *fresh_path = NULL, *devices_before = NULL,
+                            *events_before = NULL, *devices_after = NULL, *events_after = NULL,
+                            *schema_fresh = NULL, *schema_migrated = NULL;
+        struct device_record *rec;
+        struct loaded l = {};
+        json_object *list;
+        struct journal *j;
+        sqlite3 *db;
+        int64_t seq;
+
+        assert_true(asprintf(&name, "migrate-%s", fixture) > 0);
+        path = db_path(name);
+        db_from_sql_fixture(fixture, path);
+
+        db = open_other(path);
+        assert_int_equal(query_int(db, "PRAGMA user_version"), from_version);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM devices"), x->n_devices);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM events"), x->n_events);
+        devices_before = table_dump(db, "devices", "id");
+        events_before = table_dump(db, "events", "seq");
+        sqlite3_close(db);
+
+        j = open_journal(path);
+        assert_int_equal(journal_schema_version(j), JOURNAL_SCHEMA_VERSION);
+        assert_int_equal(journal_last_seq(j), x->last_seq);
+
+        /* The API sees the old records and history. */
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal((int64_t) l.n, x->n_devices);
+        loaded_done(&l);
+        list = events_of(j, 0, 100000, 0);
+        assert_int_equal((int64_t) json_object_array_length(list), x->n_events);
+        json_object_put(list);
+
+        /* History continues after the old head, never reusing a number. */
+        assert_int_equal(journal_append_event(j, 1800000000000000, 0, "daemon_started", NULL, NULL, &seq), 0);
+        assert_int_equal(seq, x->last_seq + 1);
+        rec = record_new("kname:loop9", DEVICE_PRESENT, 1, 1);
+        assert_int_equal(journal_insert_device(j, rec), 0);
+        assert_true(rec->id > x->n_devices);
+        device_record_free(rec);
+        journal_close(j);
+
+        db = open_other(path);
+        assert_int_equal(query_int(db, "PRAGMA user_version"), JOURNAL_SCHEMA_VERSION);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"), 1);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_device'"), 1);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'events_append_only'"), 1);
+        /* Old rows unchanged: the same rows before the ones this test added. */
+        devices_after = table_dump(db, "devices", "id");
+        events_after = table_dump(db, "events", "seq");
+        assert_true(strlen(devices_after) > strlen(devices_before));
+        assert_memory_equal(devices_before, devices_after, strlen(devices_before));
+        assert_true(strlen(events_after) > strlen(events_before));
+        assert_memory_equal(events_before, events_after, strlen(events_before));
+        schema_migrated = schema_dump(db);
+        sqlite3_close(db);
+
+        /* A migrated journal is indistinguishable in schema from a new one. */
+        assert_true(asprintf(&fresh_path, "%s/fresh-for-%s.db", tmpdir, fixture) > 0);
+        j = open_journal(fresh_path);
+        journal_close(j);
+        db = open_other(fresh_path);
+        schema_fresh = schema_dump(db);
+        sqlite3_close(db);
+        assert_string_equal(schema_migrated, schema_fresh);
+}
+
+static void test_migrate_from_v1(void **state) {
+        static const struct fixture_expect v1 = { .n_devices = 2, .n_events = 7, .last_seq = 7 };
+        _cleanup_free_ char *path = db_path("migrate-v1-content");
+        struct loaded l = {};
+        json_object *list, *want;
+        struct journal *j;
+        char *kind = NULL;
+
+        check_migration_from_fixture("journal-v1.sql", 1, &v1);
+
+        /* What the v1 fixture says, read through the current API. */
+        db_from_sql_fixture("journal-v1.sql", path);
+        j = open_journal(path);
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_int_equal(l.recs[0]->id, 1);
+        assert_string_equal(l.recs[0]->identity, "loop:259:2:1835011");
+        assert_int_equal(l.recs[0]->state, DEVICE_PRESENT);
+        assert_string_equal(l.recs[0]->facts.kname, "loop0");
+        assert_string_equal(l.recs[0]->facts.fs_label, "build");
+        assert_int_equal(l.recs[0]->facts.size_bytes, 67108864);
+        assert_int_equal(l.recs[0]->facts.read_only, 0);
+        assert_null(l.recs[0]->facts.model);
+        assert_null(l.recs[0]->facts.holders[0]);
+        assert_int_equal(l.recs[1]->id, 2);
+        assert_int_equal(l.recs[1]->state, DEVICE_GONE);
+        assert_string_equal(l.recs[1]->facts.loop_backing_file, "/var/tmp/blkledger/vault.img");
+        assert_int_equal(l.recs[1]->first_seen, 1763629200456789);
+        assert_int_equal(l.recs[1]->last_seen, 1763713800250000);
+        loaded_done(&l);
+
+        list = events_of(j, 0, 100, 0);
+        assert_int_equal(json_object_array_length(list), 7);
+        for (size_t i = 0; i < 7; i++)
+                assert_int_equal(event_seq(json_object_array_get_idx(list, i)), (int64_t) i + 1);
+        want = json_tokener_parse("{\"holders\":[\"dm-0\"]}");
+        assert_json_equal(want, member(json_object_array_get_idx(list, 4), "before"));
+        json_object_put(want);
+        want = json_tokener_parse("{\"holders\":[]}");
+        assert_json_equal(want, member(json_object_array_get_idx(list, 4), "after"));
+        json_object_put(want);
+        want = json_tokener_parse("{\"version\":\"0.1.0\",\"pid\":812}");
+        assert_json_equal(want, member(json_object_array_get_idx(list, 0), "after"));
+        json_object_put(want);
+        assert_int_equal(json_object_object_length(member(json_object_array_get_idx(list, 1), "after")),
+                         2 + (int) device_fields_count);
+        json_object_put(list);
+        list = events_of(j, 0, 100, 2);
+        assert_int_equal(json_object_array_length(list), 3);
+        assert_string_equal(json_object_get_string(member(json_object_array_get_idx(list, 2), "kind")),
+                            "disappeared");
+        json_object_put(list);
+
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_string_equal(kind, "daemon_stopped");
+        free(kind);
+        journal_close(j);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_new_journal_is_current_wal_full),
+                cmocka_unit_test(test_device_round_trip),
+                cmocka_unit_test(test_events),
+                cmocka_unit_test(test_seq_survives_reopen),
+                cmocka_unit_test(test_events_append_only),
+                cmocka_unit_test(test_rollback_keeps_seq),
+                cmocka_unit_test(test_meta),
+                cmocka_unit_test(test_last_daemon_event),
+                cmocka_unit_test(test_refuse_newer_schema),
+                cmocka_unit_test(test_refuse_newer_schema_wal),
+                cmocka_unit_test(test_refuse_garbage),
+                cmocka_unit_test(test_migrate_from_v1),
+        };
+
+        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
