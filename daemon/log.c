@@ -52,6 +52,7 @@ static void log_write(int level, const char *msg) {
                 syslog(level, "%s", msg);
 }
 
+static void log_va(int level, int errnum, const char *fmt, va_list ap) _printf_(3, 0);
 static void log_va(int level, int errnum, const char *fmt, va_list ap) {
         char buf[2048];
         int n;

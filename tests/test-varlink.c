@@ -796,7 +796,7 @@ static void test_interface_name_valid(void **state) {
                 "io.blk_ledger",
                 "io.blk ledger",
                 "io.blkledger\n",
-                "io.blkl\xc3\xa9" "dger",
+                ("io.blkl\xc3\xa9" "dger"),
                 "io/blkledger.x",
         };
         _cleanup_free_ char *label = repeat('a', 250);
