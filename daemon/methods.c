@@ -216,7 +216,7 @@ const struct method daemon_methods[] = {
         { "io.blkledger.GetDevice", method_get_device, 0 },
         { "io.blkledger.ListEvents", method_list_events, 0 },
         { "io.blkledger.Watch", method_watch, METHOD_MORE_ONLY },
-        { "io.blkledger.Rescan", method_rescan, METHOD_ROOT_ONLY },
+        { "io.blkledger.Rescan", method_rescan, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         {},
 };
 

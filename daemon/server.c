@@ -25,6 +25,8 @@ const struct server_limits server_default_limits = {
 #define OUT_WATERMARK (64 * 1024)
 /* Events fetched from the journal per watcher per round. */
 #define WATCH_BATCH 64
+/* Calls of one client handled before the loop serves others. */
+#define CALLS_PER_TURN 16
 
 static const char service_interface_description[] =
         "# The Varlink Service Interface is provided by every varlink service. It\n"
@@ -79,6 +81,8 @@ struct client {
         int64_t watch_cursor;
         int64_t partial_since; /* monotonic usec; 0 = no partial message */
         int64_t stalled_since; /* monotonic usec; 0 = output is moving */
+        bool stall_warned;     /* a stalled watcher was told where to resume */
+        struct ev_defer more_calls; /* continues client_process next iteration */
 };
 
 struct server {
@@ -92,6 +96,7 @@ struct server {
         void *userdata;
         struct client *clients;
         unsigned n_clients;
+        bool listen_paused;
 };
 
 static void client_update_events(struct client *c);
@@ -115,6 +120,7 @@ static void client_free(struct client *c) {
         if (c->next)
                 c->next->prev = c->prev;
         s->n_clients--;
+        ev_defer_cancel(s->loop, &c->more_calls);
         ev_io_free(c->io);
         close(c->fd);
         vl_buf_free(&c->in);
@@ -353,6 +359,8 @@ static void dispatch(struct client *c, const char *msg, size_t len) {
                 server_reply_error(c, "org.varlink.service.ExpectedMore", NULL);
                 goto done;
         }
+        if (c->oneway && !(m->flags & METHOD_SIDE_EFFECTS))
+                goto done; /* no reply wanted and nothing to change: nothing to do */
         c->in_call = true;
         r = m->fn(c, call.parameters, call.flags, s->userdata);
         if (c->in_call && !c->watching) {
@@ -467,13 +475,17 @@ static int client_read(struct client *c) {
 }
 
 /* Handles complete messages while the client keeps up with its replies. */
+/* Handles complete messages while the client keeps up with its replies, at most
+ * CALLS_PER_TURN at a time: a client that pipelines (or sends oneway calls, which
+ * produce no output to hold it back) cannot keep the loop from everyone else. */
 static void client_process(struct client *c) {
         struct server *s = c->server;
+        unsigned calls = 0;
+        size_t len;
+        int r;
 
         while (!c->closing && !c->in_call && vl_buf_len(&c->out) < OUT_WATERMARK) {
-                size_t len;
-                int r = vl_frame_next(&c->in, s->limits.max_message, &len);
-
+                r = vl_frame_next(&c->in, s->limits.max_message, &len);
                 if (r < 0) {
                         log_warning("client pid %d sent a message over %zu bytes; closing it", (int) c->pid,
                                     s->limits.max_message);
@@ -484,6 +496,11 @@ static void client_process(struct client *c) {
                 }
                 if (r == 0)
                         break;
+                if (calls++ == CALLS_PER_TURN) {
+                        /* The rest waits for the next loop iteration. */
+                        ev_defer_queue(s->loop, &c->more_calls);
+                        break;
+                }
                 dispatch(c, vl_buf_head(&c->in), len);
                 vl_buf_consume(&c->in, len + 1);
         }
@@ -493,18 +510,18 @@ static void client_process(struct client *c) {
                                    "no calls are accepted during a watch");
                 c->closing = true;
         }
-        if (vl_buf_len(&c->in) > 0 && !c->in_call) {
+        /* Only a message that has not arrived in full can be "left unfinished"; complete
+         * calls waiting for output space are the stall timeout's business. */
+        r = vl_frame_next(&c->in, s->limits.max_message, &len);
+        if (vl_buf_len(&c->in) > 0 && r == 0 && !c->closing) {
                 if (c->partial_since == 0)
                         c->partial_since = now_monotonic_usec();
         } else
                 c->partial_since = 0;
         /* The peer is done sending: close once every complete call it sent is answered
          * (pipelined calls may still wait for output space). */
-        if (c->eof && !c->watching && !c->in_call) {
-                size_t len;
-                if (vl_frame_next(&c->in, s->limits.max_message, &len) != 1)
-                        c->closing = true;
-        }
+        if (c->eof && !c->watching && !c->in_call && r != 1)
+                c->closing = true;
 }
 
 static void client_update_events(struct client *c) {
@@ -515,6 +532,10 @@ static void client_update_events(struct client *c) {
         /* Stop reading while replies pile up (backpressure) or while closing. */
         if (!c->closing && !c->eof && (vl_buf_len(&c->out) < OUT_WATERMARK || c->watching))
                 ev |= POLLIN;
+        /* After end of input a watcher may still be read from (the peer only shut down
+         * its sending side); POLLHUP says the peer is gone entirely. */
+        if (ev == 0 && c->eof)
+                ev = POLLHUP;
         ev_io_set_events(c->io, ev);
 }
 
@@ -550,6 +571,10 @@ static bool client_kick(struct client *c, uint32_t revents) {
         }
         client_update_events(c);
         return true;
+}
+
+static void more_calls(void *userdata) {
+        client_kick(userdata, 0);
 }
 
 static void client_handler(struct ev_io *io, uint32_t revents, void *userdata) {
@@ -599,7 +624,13 @@ static void listen_handler(struct ev_io *io, uint32_t revents, void *userdata) {
                 if (fd < 0) {
                         if (errno == EINTR || errno == ECONNABORTED)
                                 continue;
-                        if (errno != EAGAIN)
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                /* The connection stays queued; polling again at once would
+                                 * spin. Try again on the next tick. */
+                                log_warning_errno(errno, "cannot accept connections for now");
+                                ev_io_set_events(s->listen_io, 0);
+                                s->listen_paused = true;
+                        } else if (errno != EAGAIN)
                                 log_warning_errno(errno, "accept failed");
                         return;
                 }
@@ -625,6 +656,7 @@ static void listen_handler(struct ev_io *io, uint32_t revents, void *userdata) {
                 c->fd = fd;
                 c->uid = cred.uid;
                 c->pid = cred.pid;
+                c->more_calls = (struct ev_defer) { .fn = more_calls, .userdata = c };
                 r = ev_io_new(s->loop, fd, POLLIN, client_handler, c, &c->io);
                 if (r < 0) {
                         log_error_errno(r, "cannot watch client connection");
@@ -642,12 +674,28 @@ static void listen_handler(struct ev_io *io, uint32_t revents, void *userdata) {
 }
 
 void server_tick(struct server *s, int64_t now) {
+        if (s->listen_paused) {
+                s->listen_paused = false;
+                ev_io_set_events(s->listen_io, POLLIN);
+        }
         for (struct client *c = s->clients, *next; c; c = next) {
                 next = c->next;
                 if (c->partial_since && now - c->partial_since > s->limits.partial_timeout) {
                         log_warning("client pid %d left a message unfinished; closing it", (int) c->pid);
                         client_free(c);
                 } else if (c->stalled_since && now - c->stalled_since > s->limits.stall_timeout) {
+                        if (c->watching && !c->stall_warned) {
+                                /* A paused watcher (a pager, a stopped process) learns on
+                                 * waking where to resume; it gets one more period to read. */
+                                log_warning("watcher pid %d stopped reading; ending its watch at %lld", (int) c->pid,
+                                            (long long) c->watch_cursor);
+                                reply_error_int(c, "io.blkledger.WatchTooSlow", "resume_since", c->watch_cursor);
+                                c->closing = true;
+                                c->stall_warned = true;
+                                c->stalled_since = now;
+                                client_update_events(c);
+                                continue;
+                        }
                         log_warning("client pid %d stopped reading its replies; closing it", (int) c->pid);
                         client_free(c);
                 }

@@ -29,7 +29,13 @@ struct server_limits {
 
 extern const struct server_limits server_default_limits;
 
-enum { METHOD_ROOT_ONLY = 1 << 0, METHOD_MORE_ONLY = 1 << 1 };
+enum {
+        METHOD_ROOT_ONLY = 1 << 0,
+        METHOD_MORE_ONLY = 1 << 1,
+        /* Changes something: run even when called "oneway". Methods without it only
+         * read, so a oneway call of them (no reply wanted) is not run at all. */
+        METHOD_SIDE_EFFECTS = 1 << 2,
+};
 
 /* A method replies with server_reply*() exactly once, unless it returns an error. A
  * negative return without a reply becomes a generic error reply. */

@@ -50,6 +50,7 @@ struct env {
         size_t n_events;
         size_t pad;           /* bytes of padding in each new event */
         unsigned echo_calls;
+        unsigned read_calls;
 };
 
 /* ------------------------------------------------------------------------------------- */
@@ -60,6 +61,27 @@ static int m_echo(struct client *c, json_object *params, unsigned flags, void *u
 
         e->echo_calls++;
         return server_reply(c, params);
+}
+
+/* Only reads (no METHOD_SIDE_EFFECTS): counts calls so the test sees whether it ran. */
+static int m_read(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct env *e = userdata;
+
+        e->read_calls++;
+        return server_reply(c, NULL);
+}
+
+/* A small call with a large reply (16 KiB). */
+static int m_big(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static char filler[16384];
+        json_object *p = json_object_new_object();
+        int r;
+
+        memset(filler, 'x', sizeof(filler) - 1);
+        json_object_object_add(p, "x", json_object_new_string(filler));
+        r = server_reply(c, p);
+        json_object_put(p);
+        return r;
 }
 
 static int m_fail(struct client *c, json_object *params, unsigned flags, void *userdata) {
@@ -113,7 +135,9 @@ static int m_watch(struct client *c, json_object *params, unsigned flags, void *
 }
 
 static const struct method test_methods[] = {
-        { "io.blkledger.Echo", m_echo, 0 },
+        { "io.blkledger.Echo", m_echo, METHOD_SIDE_EFFECTS },
+        { "io.blkledger.Read", m_read, 0 },
+        { "io.blkledger.Big", m_big, 0 },
         { "io.blkledger.Fail", m_fail, 0 },
         { "io.blkledger.Typed", m_typed, 0 },
         { "io.blkledger.RootOnly", m_root, METHOD_ROOT_ONLY },
@@ -864,6 +888,139 @@ static void test_pipelined(void **state) {
         conn_close(c);
 }
 
+static json_object *drain_watch(struct env *e, struct conn *c, int64_t *ret_last, int64_t quiet);
+
+/* A oneway call of a method that only reads has nothing to do: it is not run, so a
+ * client cannot make the daemon work for replies nobody reads. */
+static void test_oneway_reads_not_run(void **state) {
+        struct env *e = *state;
+        struct conn *c;
+
+        start(e, NULL);
+        c = conn_open(e);
+        for (int i = 0; i < 50; i++)
+                conn_call(e, c, "{\"method\":\"io.blkledger.Read\",\"oneway\":true}");
+        call_expect(e, c, "{\"method\":\"io.blkledger.Read\"}", "{}");
+        assert_int_equal(e->read_calls, 1);
+        conn_close(c);
+}
+
+/* One client's pipeline of calls is handled a slice at a time: another client is served
+ * long before the pipeline is done. */
+static void test_pipeline_does_not_starve_others(void **state) {
+        struct env *e = *state;
+        const unsigned n = 2000;
+        struct conn *greedy, *other;
+        char *all = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&all, &len);
+        json_object *m;
+        unsigned served_after;
+
+        start(e, NULL);
+        greedy = conn_open(e);
+        other = conn_open(e);
+        spin(e, 20 * MSEC);
+        assert_non_null(f);
+        /* oneway calls with side effects: they run, but produce no output that would
+         * hold the client back. */
+        for (unsigned i = 0; i < n; i++)
+                fprintf(f, "{\"method\":\"io.blkledger.Echo\",\"oneway\":true}%c", 0);
+        fclose(f);
+        conn_send(e, greedy, all, MIN(len, (size_t) 60000));
+        free(all);
+        conn_call(e, other, "{\"method\":\"io.blkledger.Read\"}");
+        m = expect_reply(e, other);
+        served_after = e->echo_calls;
+        json_object_put(m);
+        if (served_after >= 500)
+                fail_msg("the other client waited for %u of the greedy client's calls", served_after);
+        /* The greedy client's calls all run in the end. */
+        spin(e, 200 * MSEC);
+        assert_true(e->echo_calls > served_after);
+        conn_close(greedy);
+        conn_close(other);
+}
+
+/* Pipelined calls waiting behind unread replies are not a "message left unfinished". */
+static void test_pipelined_calls_not_partial(void **state) {
+        struct env *e = *state;
+        struct server_limits lim = server_default_limits;
+        const char call[] = "{\"method\":\"io.blkledger.Big\"}";
+        char all[sizeof(call) * 1000];
+        struct conn *c;
+        int64_t now;
+
+        lim.partial_timeout = 1 * USEC_PER_SEC;
+        lim.stall_timeout = 3600 * USEC_PER_SEC;
+        start(e, &lim);
+        c = conn_open(e);
+        /* A thousand complete calls in one write; their replies (16 MiB) pile up unread,
+         * so most calls wait, complete, in the server's input. */
+        for (size_t i = 0; i < 1000; i++)
+                memcpy(all + i * sizeof(call), call, sizeof(call));
+        conn_send(e, c, all, sizeof(all));
+        spin(e, 100 * MSEC);
+        now = now_monotonic_usec();
+        server_tick(e->server, now + 10 * lim.partial_timeout);
+        spin(e, 20 * MSEC);
+        wait_clients(e, 1);
+        conn_close(c);
+}
+
+/* A watcher whose peer went away is freed at once, not at the next event. */
+static void test_dead_watcher_freed(void **state) {
+        struct env *e = *state;
+        struct conn *w[5];
+        json_object *m;
+
+        start(e, NULL);
+        for (int i = 0; i < 5; i++) {
+                w[i] = conn_open(e);
+                conn_call(e, w[i], "{\"method\":\"io.blkledger.Watch\",\"more\":true}");
+                m = expect_reply(e, w[i]);
+                json_object_put(m);
+        }
+        wait_clients(e, 5);
+        for (int i = 0; i < 5; i++)
+                conn_close(w[i]);
+        wait_clients(e, 0);
+}
+
+/* A watcher that stops reading for the stall timeout is told where to resume, and gets
+ * one more period to read that before it is dropped. */
+static void test_stalled_watcher_told_where_to_resume(void **state) {
+        struct env *e = *state;
+        struct server_limits lim = server_default_limits;
+        struct conn *c;
+        json_object *m;
+        int64_t last, now;
+
+        lim.stall_timeout = 10 * USEC_PER_SEC;
+        start(e, &lim);
+        e->pad = 2000;
+        c = conn_open(e);
+        conn_call(e, c, "{\"method\":\"io.blkledger.Watch\",\"more\":true}");
+        spin(e, 20 * MSEC);
+        for (unsigned i = 0; i < 1000; i++) {
+                hist_add(e);
+                server_notify_events(e->server);
+                assert_int_equal(ev_loop_iterate(e->loop, 0), 0);
+        }
+        now = now_monotonic_usec();
+        server_tick(e->server, now + 2 * lim.stall_timeout);
+        wait_clients(e, 1);
+        m = drain_watch(e, c, &last, 2 * USEC_PER_SEC);
+        assert_non_null(m);
+        assert_string_equal(error_of(m), "io.blkledger.WatchTooSlow");
+        assert_int_equal(json_object_get_int64(member(member(m, "parameters"), "resume_since")), last);
+        assert_true(last < 1000);
+        json_object_put(m);
+        expect_eof(e, c);
+        wait_clients(e, 0);
+        conn_close(c);
+}
+
 /* ------------------------------------------------------------------------------------- */
 
 static int64_t event_seq(json_object *msg) {
@@ -1496,6 +1653,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_max_clients, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_method_fails_without_reply, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_oneway_reads_not_run, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pipeline_does_not_starve_others, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pipelined_calls_not_partial, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_dead_watcher_freed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stalled_watcher_told_where_to_resume, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch_needs_more, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_watch_too_slow, setup, teardown),
