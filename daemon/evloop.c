@@ -128,12 +128,15 @@ static int io_arm(struct ev_io *io) {
         struct io_uring_sqe *sqe;
         struct ev_op *op;
 
-        sqe = get_sqe(io->loop);
-        if (!sqe)
-                return -EBUSY;
+        /* The op first: a taken submission slot must always be filled. */
         op = op_new(io->loop, OP_POLL, io);
         if (!op)
                 return -ENOMEM;
+        sqe = get_sqe(io->loop);
+        if (!sqe) {
+                op_free(io->loop, op);
+                return -EBUSY;
+        }
         io_uring_prep_poll_add(sqe, io->fd, io->events);
         io_uring_sqe_set_data(sqe, op);
         io->op = op;
@@ -210,8 +213,12 @@ static void dispatch_poll(struct ev_loop *loop, struct ev_io *io, int res) {
                 return;
         }
 rearm:
-        if (io->events && !io->op && io_arm(io) < 0)
-                log_error("cannot re-arm poll on fd %d", io->fd);
+        if (io->events && !io->op && io_arm(io) < 0) {
+                /* A source that silently stops (the listener, the signals) is worse than
+                 * an exit the service manager restarts. */
+                log_error("cannot re-arm poll on fd %d; stopping", io->fd);
+                ev_loop_exit(loop, -ENOMEM);
+        }
 }
 
 int ev_timer_new(struct ev_loop *loop, ev_timer_fn fn, void *userdata, struct ev_timer **ret) {
@@ -229,12 +236,14 @@ int ev_timer_arm(struct ev_timer *t, int64_t usec) {
         struct ev_op *op;
 
         ev_timer_disarm(t);
-        sqe = get_sqe(t->loop);
-        if (!sqe)
-                return -EBUSY;
         op = op_new(t->loop, OP_TIMEOUT, t);
         if (!op)
                 return -ENOMEM;
+        sqe = get_sqe(t->loop);
+        if (!sqe) {
+                op_free(t->loop, op);
+                return -EBUSY;
+        }
         if (usec < 0)
                 usec = 0;
         op->ts.tv_sec = usec / USEC_PER_SEC;

@@ -112,7 +112,10 @@ static void on_tick(struct ev_timer *t, void *userdata) {
                 d->next_full_scan = d->opts.rescan_interval ? now + d->opts.rescan_interval : 0;
                 reconcile_request_full_scan(d);
         }
-        ev_timer_arm(t, TICK_USEC);
+        if (ev_timer_arm(t, TICK_USEC) < 0) {
+                log_error("cannot re-arm the timer; stopping");
+                ev_loop_exit(d->loop, -ENOMEM);
+        }
 }
 
 static int record_daemon_event(struct daemon *d, const char *kind, json_object *after) {
@@ -249,9 +252,14 @@ int main(int argc, char **argv) {
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         d.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-        if (d.signal_fd < 0 || ev_io_new(d.loop, d.signal_fd, POLLIN, on_signal, &d, &d.signal_io) < 0) {
+        if (d.signal_fd < 0) {
                 log_error_errno(errno, "cannot watch signals");
                 goto out_loop;
+        }
+        r = ev_io_new(d.loop, d.signal_fd, POLLIN, on_signal, &d, &d.signal_io);
+        if (r < 0) {
+                log_error_errno(r, "cannot watch signals");
+                goto out_signals;
         }
 
         d.udev = udev_new();
@@ -310,7 +318,7 @@ int main(int argc, char **argv) {
                 r = ev_timer_arm(d.tick, TICK_USEC);
         if (r < 0) {
                 log_error_errno(r, "cannot arm the timer");
-                goto out_server;
+                goto out_timer;
         }
         d.next_source_check = now_monotonic_usec() + SOURCE_CHECK_USEC;
         if (d.opts.rescan_interval)
@@ -328,8 +336,8 @@ int main(int argc, char **argv) {
                 ret = EXIT_SUCCESS;
         sd_notify(0, "STOPPING=1");
 
+out_timer:
         ev_timer_free(d.tick);
-out_server:
         d.server = server_free(d.server);
 out_stopped:
         reconcile_done(&d);
