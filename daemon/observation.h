@@ -17,6 +17,8 @@
 #define OBS_VALUE_MAX 4096
 #define OBS_KEY_MAX 256
 #define OBS_ENTRIES_MAX 512
+/* Entries kept free of udev properties for sysfs attributes and derived keys. */
+#define OBS_RESERVED 64
 
 struct obs_entry {
         char *key;

@@ -2,6 +2,9 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -75,6 +78,28 @@ static int observe_parent_identity(struct udev_device *parent, struct observatio
         return observation_set(o, "X:parent_identity", key);
 }
 
+/* The loop driver knows the backing file's device and inode even after the file was
+ * deleted (sysfs then shows "PATH (deleted)", which stat cannot find), and asking it
+ * does not touch the backing file system, which may be the one that hangs. */
+static int loop_backing_inode(const char *devnode, const char *path, dev_t *ret_dev, ino_t *ret_ino) {
+        struct loop_info64 info;
+        struct stat st;
+
+        if (devnode) {
+                _cleanup_close_ int fd = open(devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+                if (fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
+                        *ret_dev = (dev_t) info.lo_device;
+                        *ret_ino = (ino_t) info.lo_inode;
+                        return 0;
+                }
+        }
+        if (stat(path, &st) < 0)
+                return -errno;
+        *ret_dev = st.st_dev;
+        *ret_ino = st.st_ino;
+        return 0;
+}
+
 int observe_udev_device(struct udev_device *d, struct observation *ret) {
         struct observation o = {};
         struct udev_list_entry *e;
@@ -91,6 +116,9 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
         udev_list_entry_foreach(e, udev_device_get_properties_list_entry(d)) {
                 char key[OBS_KEY_MAX + 1];
                 const char *name = udev_list_entry_get_name(e);
+                /* Room stays for the sysfs and derived entries, whatever rules set. */
+                if (o.n_entries >= OBS_ENTRIES_MAX - OBS_RESERVED)
+                        break;
                 if (!name || strlen(name) + 2 > OBS_KEY_MAX)
                         continue;
                 snprintf(key, sizeof(key), "E:%s", name);
@@ -131,13 +159,14 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
          * renames of the file and re-attachment under another loop number. */
         v = observation_get(&o, "A:loop/backing_file");
         if (!isempty(v)) {
-                struct stat st;
-                if (stat(v, &st) == 0) {
+                dev_t dev = 0;
+                ino_t ino = 0;
+                if (loop_backing_inode(udev_device_get_devnode(d), v, &dev, &ino) == 0) {
                         char buf[64];
-                        snprintf(buf, sizeof(buf), "%u:%u", major(st.st_dev), minor(st.st_dev));
+                        snprintf(buf, sizeof(buf), "%u:%u", major(dev), minor(dev));
                         if (observation_set(&o, "X:backing_dev", buf) < 0)
                                 goto fail;
-                        snprintf(buf, sizeof(buf), "%llu", (unsigned long long) st.st_ino);
+                        snprintf(buf, sizeof(buf), "%llu", (unsigned long long) ino);
                         if (observation_set(&o, "X:backing_ino", buf) < 0)
                                 goto fail;
                 }

@@ -239,6 +239,43 @@ static void test_rescan_sees_reformat(void **state) {
         json_object_put(l);
 }
 
+/* Deleting the backing file of an attached loop device keeps the device what it was:
+ * the loop driver still knows the file's inode. */
+static void test_deleted_backing_file_keeps_record(void **state) {
+        _cleanup_free_ char *deleted = NULL;
+        json_object *l, *d, *r;
+        int64_t id, appeared_before, appeared_after;
+
+        l = list();
+        d = tl_find_device(l, "loop_backing_file", swap->file);
+        id = tl_int(d, "id");
+        json_object_put(l);
+        l = tl_cli_json(daemon_, "history");
+        appeared_before = 0;
+        for (size_t i = 0; i < json_object_array_length(l); i++)
+                appeared_before += streq_ptr(tl_str(json_object_array_get_idx(l, i), "kind"), "appeared");
+        json_object_put(l);
+
+        assert_int_equal(unlink(swap->file), 0);
+        r = tl_cli_json(daemon_, "rescan");
+        assert_int_equal(tl_int(r, "appeared"), 0);
+        assert_int_equal(tl_int(r, "disappeared"), 0);
+        json_object_put(r);
+        assert_true(asprintf(&deleted, "%s (deleted)", swap->file) > 0);
+        l = list();
+        d = tl_find_device(l, "loop_backing_file", deleted);
+        assert_non_null(d);
+        assert_int_equal(tl_int(d, "id"), id);
+        assert_string_equal(tl_str(d, "state"), "present");
+        json_object_put(l);
+        l = tl_cli_json(daemon_, "history");
+        appeared_after = 0;
+        for (size_t i = 0; i < json_object_array_length(l); i++)
+                appeared_after += streq_ptr(tl_str(json_object_array_get_idx(l, i), "kind"), "appeared");
+        json_object_put(l);
+        assert_int_equal(appeared_after, appeared_before);
+}
+
 static void test_out_of_scope_invisible(void **state) {
         _cleanup_free_ char *other = NULL;
         struct tl_loop *o;
@@ -287,6 +324,7 @@ int main(void) {
                 cmocka_unit_test(test_attach_new_device),
                 cmocka_unit_test(test_reattach_same_file_same_record),
                 cmocka_unit_test(test_rescan_sees_reformat),
+                cmocka_unit_test(test_deleted_backing_file_keeps_record),
                 cmocka_unit_test(test_out_of_scope_invisible),
                 cmocka_unit_test(test_sighup_harmless),
                 cmocka_unit_test(test_sigterm_clean_exit),
