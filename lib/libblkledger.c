@@ -17,6 +17,7 @@ struct blkledger {
         int fd;
         int timeout_ms;
         bool streaming;    /* a "more" call is in progress */
+        bool broken;       /* a reply is owed or a message half sent: unusable */
         struct vl_buf in;
         struct vl_buf out;
         char *error;
@@ -140,6 +141,8 @@ static void clear_error(struct blkledger *b) {
         b->error = b->error_parameters = NULL;
 }
 
+static int read_reply(struct blkledger *b, char **ret_parameters, int *ret_continues, int64_t deadline);
+
 static int start_call(struct blkledger *b, const char *method, const char *parameters,
                       unsigned flags) {
         json_object *params = NULL;
@@ -147,6 +150,8 @@ static int start_call(struct blkledger *b, const char *method, const char *param
 
         if (!b || isempty(method))
                 return -EINVAL;
+        if (b->broken)
+                return -ENOTCONN;
         if (b->streaming)
                 return -EBUSY;
         clear_error(b);
@@ -164,15 +169,24 @@ static int start_call(struct blkledger *b, const char *method, const char *param
         if (r < 0)
                 return r;
         r = flush_out(b, deadline_of(b));
-        if (r < 0)
+        if (r == -ECONNRESET) {
+                /* The daemon may have said why before it closed (TooManyClients). */
+                b->broken = true;
+                if (read_reply(b, NULL, NULL, now_monotonic_usec()) == -EREMOTEIO)
+                        return -EREMOTEIO;
                 return r;
+        }
+        if (r < 0) {
+                /* Part of the call may be on its way: the connection cannot be reused. */
+                b->broken = true;
+                return r;
+        }
         b->streaming = flags & VL_CALL_MORE;
         return 0;
 }
 
 /* Reads one reply; returns 0 or negative errno (-EREMOTEIO for an error reply). */
-static int read_reply(struct blkledger *b, char **ret_parameters, int *ret_continues) {
-        int64_t deadline = deadline_of(b);
+static int read_reply(struct blkledger *b, char **ret_parameters, int *ret_continues, int64_t deadline) {
         struct vl_reply reply;
         size_t len;
         int r;
@@ -237,7 +251,12 @@ _export_ int blkledger_call(struct blkledger *b, const char *method, const char 
         int r = start_call(b, method, parameters, 0);
         if (r < 0)
                 return r;
-        return read_reply(b, ret_parameters, NULL);
+        r = read_reply(b, ret_parameters, NULL, deadline_of(b));
+        /* A reply that did not arrive in time would answer the next call: give up on the
+         * connection instead. */
+        if (r < 0 && r != -EREMOTEIO)
+                b->broken = true;
+        return r;
 }
 
 _export_ int blkledger_call_more(struct blkledger *b, const char *method, const char *parameters) {
@@ -245,10 +264,24 @@ _export_ int blkledger_call_more(struct blkledger *b, const char *method, const 
 }
 
 _export_ int blkledger_receive(struct blkledger *b, char **ret_parameters, int *ret_continues) {
+        int r;
+
         if (!b)
                 return -EINVAL;
         if (!b->streaming)
                 return -ENOMSG;
         clear_error(b);
-        return read_reply(b, ret_parameters, ret_continues);
+        r = read_reply(b, ret_parameters, ret_continues, deadline_of(b));
+        /* After a timeout or a signal the stream goes on; other failures end it. */
+        if (r < 0 && r != -EREMOTEIO && r != -ETIMEDOUT && r != -EINTR)
+                b->broken = true;
+        return r;
+}
+
+_export_ int blkledger_pending(const struct blkledger *b) {
+        size_t len;
+
+        if (!b)
+                return -EINVAL;
+        return vl_frame_next(&b->in, REPLY_MAX, &len) == 1;
 }

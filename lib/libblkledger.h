@@ -35,13 +35,18 @@ struct blkledger *blkledger_unref(struct blkledger *b);
 /* Time to wait for each reply, in milliseconds (default 30000; -1 waits forever). */
 void blkledger_set_timeout(struct blkledger *b, int timeout_ms);
 
-/* The connection's descriptor, for callers that poll before blkledger_receive(). */
+/* The connection's descriptor, for callers that poll before blkledger_receive(). The
+ * library may already hold replies it read ahead: call blkledger_receive() while
+ * blkledger_pending() says so before polling again. */
 int blkledger_get_fd(const struct blkledger *b);
+/* 1 when a complete reply is buffered and blkledger_receive() will not block, else 0. */
+int blkledger_pending(const struct blkledger *b);
 
 /* Calls method (e.g. "io.blkledger.ListDevices") with parameters given as a JSON object
  * text (NULL means none) and waits for the single reply. On success *ret_parameters (if
  * ret_parameters is non-NULL) receives the reply's parameters as JSON object text, to be
- * freed with free(). */
+ * freed with free(). If the reply does not come (-ETIMEDOUT, -EINTR, a lost connection),
+ * the connection is unusable afterwards and later calls return -ENOTCONN: reconnect. */
 int blkledger_call(struct blkledger *b, const char *method, const char *parameters,
                    char **ret_parameters);
 
@@ -52,7 +57,8 @@ int blkledger_call_more(struct blkledger *b, const char *method, const char *par
 
 /* Waits for the next reply of a call started with blkledger_call_more(). Sets
  * *ret_continues to 1 when more replies follow. Returns -ETIMEDOUT when the timeout
- * passed, -ECONNRESET when the daemon closed the connection. */
+ * passed and -EINTR when a signal arrived (the stream goes on: call again), -ECONNRESET
+ * when the daemon closed the connection. */
 int blkledger_receive(struct blkledger *b, char **ret_parameters, int *ret_continues);
 
 /* Name and parameters (JSON text) of the last Varlink error reply, or NULL. Valid until

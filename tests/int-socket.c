@@ -480,6 +480,14 @@ static void test_max_clients(void **state) {
         o = json_tokener_parse(buf);
         assert_string_equal(tl_str(o, "error"), "io.blkledger.TooManyClients");
         json_object_put(o);
+        /* The library reports the refusal as the daemon's error, not as a lost line. */
+        {
+                struct blkledger *b = NULL;
+                assert_int_equal(blkledger_connect(d->socket, &b), 0);
+                assert_int_equal(blkledger_call(b, "io.blkledger.GetStatus", NULL, NULL), -EREMOTEIO);
+                assert_string_equal(blkledger_get_error(b), "io.blkledger.TooManyClients");
+                blkledger_unref(b);
+        }
         /* One leaves, another gets in. */
         close(fds[0]);
         usleep(100000);
@@ -493,6 +501,68 @@ static void test_max_clients(void **state) {
         close(fds[2]);
         assert_int_equal(tl_daemon_stop(d, SIGTERM), 0);
         tl_daemon_free(d);
+}
+
+/* A call that timed out must not leave its late reply to answer the next call. */
+static void test_library_timeout_breaks_connection(void **state) {
+        struct blkledger *b = good_client();
+        _cleanup_free_ char *reply = NULL;
+        int r;
+
+        blkledger_set_timeout(b, 0);
+        r = blkledger_call(b, "io.blkledger.Rescan", NULL, NULL);
+        if (r == 0) {
+                /* The reply beat a zero timeout: nothing was left behind to test. */
+                blkledger_unref(b);
+                skip();
+        }
+        assert_int_equal(r, -ETIMEDOUT);
+        usleep(200000);
+        blkledger_set_timeout(b, 3000);
+        assert_int_equal(blkledger_call(b, "io.blkledger.GetStatus", NULL, &reply), -ENOTCONN);
+        blkledger_unref(b);
+}
+
+/* Replies the library read ahead are announced by blkledger_pending(), so a caller that
+ * polls the descriptor does not wait for what it already has. */
+static void test_library_pending(void **state) {
+        struct blkledger *w = good_client();
+        _cleanup_free_ char *first = NULL;
+        int continues, n = 0;
+
+        assert_int_equal(blkledger_call_more(w, "io.blkledger.Watch", "{\"since\":0}"), 0);
+        usleep(300000); /* all of the history is on its way in one go */
+        assert_int_equal(blkledger_receive(w, &first, &continues), 0);
+        assert_int_equal(blkledger_pending(w), 1);
+        while (blkledger_pending(w) == 1) {
+                _cleanup_free_ char *r = NULL;
+                assert_int_equal(blkledger_receive(w, &r, &continues), 0);
+                n++;
+        }
+        assert_true(n >= 2);
+        blkledger_unref(w);
+}
+
+/* Closed watchers do not linger as connections (they would count against the limits). */
+static void test_closed_watchers_are_freed(void **state) {
+        json_object *s;
+        int64_t base;
+
+        s = tl_cli_json(daemon_, "status");
+        base = tl_int(s, "clients");
+        json_object_put(s);
+        for (int i = 0; i < 5; i++) {
+                struct blkledger *w = good_client();
+                _cleanup_free_ char *r = NULL;
+                int continues;
+                assert_int_equal(blkledger_call_more(w, "io.blkledger.Watch", NULL), 0);
+                assert_int_equal(blkledger_receive(w, &r, &continues), 0);
+                blkledger_unref(w);
+        }
+        usleep(200000);
+        s = tl_cli_json(daemon_, "status");
+        assert_int_equal(tl_int(s, "clients"), base);
+        json_object_put(s);
 }
 
 static void test_cli_errors(void **state) {
@@ -526,6 +596,9 @@ int main(void) {
                 cmocka_unit_test(test_watch_history_and_live),
                 cmocka_unit_test(test_slow_watcher_resumes_without_loss),
                 cmocka_unit_test(test_max_clients),
+                cmocka_unit_test(test_library_timeout_breaks_connection),
+                cmocka_unit_test(test_library_pending),
+                cmocka_unit_test(test_closed_watchers_are_freed),
                 cmocka_unit_test(test_cli_errors),
         };
         tl_require_devices();
