@@ -9,7 +9,7 @@ liburing-dev libblkid-dev libudev-dev libsqlite3-dev libjson-c-dev libsystemd-de
 # mkfs tools and blkid make real test devices; sqlite3 reads journals; udev provides
 # systemd-udevd for the udev tests; varlink-go has the reference interface parser;
 # xz-utils packs the distcheck tarball.
-test="$build libcmocka-dev util-linux e2fsprogs sqlite3 udev varlink-go procps xz-utils"
+test="$build libcmocka-dev util-linux mount e2fsprogs sqlite3 udev varlink-go procps sysvinit-utils xz-utils"
 
 case ${1:-test} in
 build) want=$build ;;
