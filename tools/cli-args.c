@@ -118,16 +118,8 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 case ':':
                         FAIL("option '%s' needs an argument", argv[optind - 1]);
                 default:
-                        /* A long option is named by argv ("--json=yes" when it takes
-                         * no argument: optopt is then its value); a short one by optopt,
-                         * also inside a cluster such as "-xj". */
-                        if (startswith(argv[optind - 1], "--")) {
-                                const char *arg = argv[optind - 1], *eq = strchr(arg, '=');
-                                if (optopt && eq)
-                                        FAIL("option '%.*s' takes no argument", (int) (eq - arg), arg);
-                                FAIL("unknown option '%s' (see --help)", arg);
-                        }
-                        FAIL("unknown option '-%c' (see --help)", optopt);
+                        *ret_error = getopt_error_message(argv[optind - 1], optopt);
+                        return -EINVAL;
                 }
         }
         /* Whatever follows "--" is positional too. */
