@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "drift.h"
 #include "evloop.h"
 #include "ledger.h"
 #include "monitor.h"
@@ -18,11 +19,15 @@ struct pending_event {
         struct udev_device *dev; /* NULL for "remove" */
 };
 
+struct pass;
+struct pass_waiter;
+
 struct daemon {
         struct options opts;
         struct ev_loop *loop;
         struct journal *journal;
         struct ledger ledger;
+        struct drift_state drift;
         struct udev *udev;
         struct monitor *monitor;
         struct server *server;
@@ -36,20 +41,33 @@ struct daemon {
         /* Events waiting for the end of the loop iteration (one reconcile per batch). */
         struct pending_event *pending;
         size_t n_pending;
-        bool full_scan_requested;
         struct ev_defer batch_defer;
+
+        /* Full passes: the running one, whether another is wanted, who waits for it. */
+        struct pass *pass;
+        bool pass_requested;
+        struct pass_waiter *next_waiters;
+        struct ev_defer pass_defer;
+        bool initial_pass_done;
+        /* Called once the first pass is in the journal (main.c starts serving). */
+        void (*on_initial_pass)(struct daemon *d);
 
         int64_t started_at;      /* realtime usec */
         int64_t last_full_scan;  /* realtime usec, 0 = never */
-        int64_t next_full_scan;  /* monotonic usec */
+        int64_t next_full_scan;  /* monotonic usec, 0 = none planned */
         int64_t next_source_check;
-        uint64_t event_overflows;
+        uint64_t rescans;        /* passes completed since start */
+        uint64_t overflows;      /* netlink overflows since start */
 };
 
 /* reconcile.c */
-int reconcile_full_scan(struct daemon *d, struct ledger_stats *ret_stats);
 void reconcile_queue_device(struct daemon *d, struct udev_device *dev);
-void reconcile_request_full_scan(struct daemon *d);
+/* Asks for a full pass; waiter (may be NULL) is answered when a pass that started after
+ * this call completes. */
+void reconcile_request_pass(struct daemon *d, struct server_call *waiter);
+bool reconcile_pass_running(const struct daemon *d);
+/* Brings the recorded drift in line with the ledger (after the first pass). */
+void reconcile_evaluate_drift(struct daemon *d);
 void reconcile_done(struct daemon *d);
 
 /* methods.c */

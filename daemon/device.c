@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "device.h"
+#include "identity.h"
 #include "util.h"
 
 const struct field_desc device_fields[] = {
@@ -117,6 +118,8 @@ void device_record_free(struct device_record *r) {
         if (!r)
                 return;
         free(r->identity);
+        free(r->identity_aux);
+        free(r->name);
         device_facts_done(&r->facts);
         free(r);
 }
@@ -189,7 +192,7 @@ static const char *first_of(const struct observation *o, const char *const *keys
 
 /* WWNs read from sysfs ("naa.5000c500a1b2c3d4") and from udev ("0x5000c500a1b2c3d4") name
  * the same thing; one spelling keeps identities stable whichever source was used. */
-static char *normalize_wwn(const char *w) {
+char *wwn_normalize(const char *w) {
         _cleanup_free_ char *s = strdup_strip(w);
         char *out;
 
@@ -294,7 +297,7 @@ int device_facts_from_observation(const struct observation *o, struct device_fac
                 if (!v)
                         v = first_of(o, wwn_udev_keys);
                 if (v) {
-                        _cleanup_free_ char *w = normalize_wwn(v);
+                        _cleanup_free_ char *w = wwn_normalize(v);
                         if (set_str(&f.wwn, w) < 0)
                                 goto fail;
                 }
@@ -454,17 +457,25 @@ int device_facts_to_json(const struct device_facts *f, json_object *obj) {
         return 0;
 }
 
-json_object *device_record_to_json(const struct device_record *r) {
+json_object *device_record_to_json(const struct device_record *r, json_object *drift) {
         json_object *o = json_object_new_object();
         char ts[RFC3339_MAX];
 
         if (!o)
                 return NULL;
         json_object_object_add(o, "id", json_object_new_int64(r->id));
+        json_object_object_add(o, "name", r->name ? json_object_new_string(r->name) : NULL);
         json_object_object_add(o, "identity", json_object_new_string(r->identity ? r->identity : ""));
+        json_object_object_add(o, "identity_kind", json_object_new_string(identity_kind(r->identity ? r->identity : "")));
         json_object_object_add(o, "state", json_object_new_string(device_state_to_string(r->state)));
         device_facts_to_json(&r->facts, o);
         json_object_object_add(o, "first_seen", json_object_new_string(format_rfc3339(r->first_seen, ts)));
         json_object_object_add(o, "last_seen", json_object_new_string(format_rfc3339(r->last_seen, ts)));
+        /* Facts are as fresh as their last check: say when that was and whether this run
+         * has done it yet. */
+        json_object_object_add(o, "verified", json_object_new_boolean(r->verified_pass != 0));
+        json_object_object_add(o, "last_verified",
+                               r->last_verified ? json_object_new_string(format_rfc3339(r->last_verified, ts)) : NULL);
+        json_object_object_add(o, "drift", drift ? json_object_get(drift) : json_object_new_array());
         return o;
 }

@@ -73,11 +73,16 @@ const char *device_state_to_string(enum device_state s);
 int device_state_from_string(const char *s);
 
 struct device_record {
-        int64_t id;          /* ledger id; 0 until inserted */
-        char *identity;      /* matching key, see identity.c */
+        int64_t id;             /* ledger id; 0 until inserted */
+        char *identity;         /* matching key, see identity.c */
+        char *identity_aux;     /* qualifies the key (a loop file's birth time); NULL = unknown */
+        char *name;             /* the ledger's name for the device, NULL = none */
         enum device_state state;
-        int64_t first_seen;  /* usec since the epoch */
-        int64_t last_seen;
+        int64_t first_seen;     /* usec since the epoch */
+        int64_t last_seen;      /* last time it was seen present */
+        int64_t last_verified;  /* last time the ledger checked it against reality; 0 = never */
+        uint64_t verified_pass; /* in memory: ledger generation that last checked it; 0 = not
+                                 * since this daemon started */
         struct device_facts facts;
 };
 
@@ -100,7 +105,9 @@ int device_facts_diff(const struct device_facts *old, const struct device_facts 
 
 /* Adds every field as a member of obj (null for absent values). */
 int device_facts_to_json(const struct device_facts *f, json_object *obj);
-json_object *device_record_to_json(const struct device_record *r);
+/* The record as clients see it. drift (may be NULL) lists the kinds of open drift of the
+ * device; it is borrowed. */
+json_object *device_record_to_json(const struct device_record *r, json_object *drift);
 
 /* Field access by descriptor, for the journal's generic binding. */
 static inline void *device_field_ptr(struct device_facts *f, const struct field_desc *d) {
@@ -112,6 +119,9 @@ static inline const void *device_field_cptr(const struct device_facts *f, const 
 json_object *device_field_to_json(const struct device_facts *f, const struct field_desc *d);
 
 void device_record_free(struct device_record *r);
+
+/* "naa.5000C500A1B2C3D4" (sysfs) and "0x5000c500a1b2c3d4" (udev) spelled one way. */
+char *wwn_normalize(const char *w);
 
 /* String vectors. */
 size_t strv_length(char *const *v);

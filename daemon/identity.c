@@ -96,3 +96,32 @@ bool identity_is_hardware(const char *k) {
 bool identity_is_weak(const char *k) {
         return startswith(k, "path:") || startswith(k, "kname:");
 }
+
+int identity_aux_from_observation(const struct observation *o, const char *k, char **ret_aux) {
+        const char *btime = observation_get(o, "X:backing_btime");
+
+        *ret_aux = NULL;
+        if (!startswith(k, "loop:") || isempty(btime))
+                return 0;
+        *ret_aux = strdup(btime);
+        return *ret_aux ? 0 : -ENOMEM;
+}
+
+bool identity_aux_compatible(const char *a, const char *b) {
+        return !a || !b || streq(a, b);
+}
+
+const char *identity_kind(const char *k) {
+        static const struct {
+                const char *prefix, *kind;
+        } kinds[] = {
+                { "wwn:", "wwn" },         { "serial:", "serial" },   { "loop:", "loop" },
+                { "loopfile:", "loop" },   { "partuuid:", "part_uuid" }, { "fsuuid:", "fs_uuid" },
+                { "ptuuid:", "pt_uuid" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                if (startswith(k, kinds[i].prefix))
+                        return kinds[i].kind;
+        return "weak";
+}

@@ -13,6 +13,17 @@
  * order), or NULL when out of memory. */
 char *identity_from_observation(const struct observation *o, const struct device_facts *f);
 
+/* What qualifies the key where it can be reused: a loop file's device and inode are
+ * recycled when the file is deleted and another created, its birth time is not. NULL
+ * when there is none or it is unknown (allocated otherwise; *ret_aux is set either way). */
+int identity_aux_from_observation(const struct observation *o, const char *key, char **ret_aux);
+/* Two qualifiers name the same device unless both are known and differ. */
+bool identity_aux_compatible(const char *a, const char *b);
+
+/* Which key identifies the device: "wwn", "serial", "loop", "part_uuid", "fs_uuid",
+ * "pt_uuid", or "weak" (hardware path or kernel name). */
+const char *identity_kind(const char *key);
+
 /* Weak keys (hardware path, kernel name) name a slot, not a device. */
 bool identity_is_weak(const char *key);
 /* Keys of the disk itself (WWN, serial, loop backing file), which its partitions extend. */

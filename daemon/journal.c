@@ -43,6 +43,32 @@ static const char *const migrations[] = {
         /* 1 -> 2: the daemon's own facts, and history by device without a scan. */
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         "CREATE INDEX events_device ON events(device_id, seq);",
+
+        /* 2 -> 3: the ledger's own truths (names, expectations), drift, freshness, and
+         * what tells a recycled loop-file inode from the original. Earlier versions
+         * verified a record exactly when they last saw it. */
+        "ALTER TABLE devices ADD COLUMN identity_aux TEXT;"
+        "ALTER TABLE devices ADD COLUMN name TEXT;"
+        "ALTER TABLE devices ADD COLUMN last_verified INTEGER;"
+        "UPDATE devices SET last_verified = last_seen;"
+        "CREATE UNIQUE INDEX devices_name ON devices(name);"
+        "CREATE TABLE expectations ("
+        "  name TEXT PRIMARY KEY,"
+        "  match_kind TEXT NOT NULL CHECK (match_kind IN ('serial', 'wwn', 'fs_uuid', 'loop_file')),"
+        "  match_value TEXT NOT NULL,"
+        "  fs_type TEXT, fs_label TEXT, min_size INTEGER,"
+        "  created INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE drift ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  kind TEXT NOT NULL,"
+        "  name TEXT,"
+        "  device_id INTEGER REFERENCES devices(id),"
+        "  since INTEGER NOT NULL,"
+        "  closed INTEGER,"
+        "  detail TEXT NOT NULL DEFAULT '{}'"
+        ");"
+        "CREATE INDEX drift_open ON drift(closed);",
 };
 
 _Static_assert(ELEMENTSOF(migrations) == JOURNAL_SCHEMA_VERSION,
@@ -57,6 +83,12 @@ enum {
         STMT_LIST_EVENTS_DEVICE,
         STMT_META_SET,
         STMT_META_GET,
+        STMT_PUT_EXPECTATION,
+        STMT_DELETE_EXPECTATION,
+        STMT_INSERT_DRIFT,
+        STMT_CLOSE_DRIFT,
+        STMT_UPDATE_DRIFT,
+        STMT_TOUCH_GONE,
         _STMT_MAX,
 };
 
@@ -261,10 +293,14 @@ static int prepare_device_statements(struct journal *j) {
         fclose(fc);
         fclose(fq);
         fclose(fs);
-        r = asprintf(&ins, "INSERT INTO devices (identity, state, first_seen, last_seen%s) VALUES (?, ?, ?, ?%s)",
+        r = asprintf(&ins,
+                     "INSERT INTO devices (identity, identity_aux, name, state, first_seen, last_seen, last_verified%s) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?%s)",
                      cols, qs);
         if (r >= 0)
-                r = asprintf(&upd, "UPDATE devices SET identity = ?, state = ?, first_seen = ?, last_seen = ?%s WHERE id = ?",
+                r = asprintf(&upd,
+                             "UPDATE devices SET identity = ?, identity_aux = ?, name = ?, state = ?, first_seen = ?, "
+                             "last_seen = ?, last_verified = ?%s WHERE id = ?",
                              sets);
         free(cols);
         free(qs);
@@ -281,7 +317,7 @@ static int prepare_statements(struct journal *j) {
         int r = prepare_device_statements(j);
 
         if (r == 0)
-                r = prepare(j, STMT_TOUCH_DEVICE, "UPDATE devices SET last_seen = ? WHERE id = ?");
+                r = prepare(j, STMT_TOUCH_DEVICE, "UPDATE devices SET last_seen = ?, last_verified = ? WHERE id = ?");
         if (r == 0)
                 r = prepare(j, STMT_INSERT_EVENT,
                             "INSERT INTO events (time, device_id, kind, before, after) VALUES (?, ?, ?, ?, ?)");
@@ -297,6 +333,21 @@ static int prepare_statements(struct journal *j) {
                 r = prepare(j, STMT_META_SET, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
         if (r == 0)
                 r = prepare(j, STMT_META_GET, "SELECT value FROM meta WHERE key = ?");
+        if (r == 0)
+                r = prepare(j, STMT_PUT_EXPECTATION,
+                            "INSERT OR REPLACE INTO expectations (name, match_kind, match_value, fs_type, fs_label, "
+                            "min_size, created) VALUES (?, ?, ?, ?, ?, ?, ?)");
+        if (r == 0)
+                r = prepare(j, STMT_DELETE_EXPECTATION, "DELETE FROM expectations WHERE name = ?");
+        if (r == 0)
+                r = prepare(j, STMT_INSERT_DRIFT,
+                            "INSERT INTO drift (kind, name, device_id, since, detail) VALUES (?, ?, ?, ?, ?)");
+        if (r == 0)
+                r = prepare(j, STMT_CLOSE_DRIFT, "UPDATE drift SET closed = ? WHERE id = ?");
+        if (r == 0)
+                r = prepare(j, STMT_UPDATE_DRIFT, "UPDATE drift SET name = ?, detail = ? WHERE id = ?");
+        if (r == 0)
+                r = prepare(j, STMT_TOUCH_GONE, "UPDATE devices SET last_verified = ? WHERE state = 'gone'");
         return r;
 }
 
@@ -485,14 +536,47 @@ static char **strv_from_json_text(const char *s) {
         return v;
 }
 
+static void bind_text_or_null(sqlite3_stmt *s, int p, const char *v) {
+        if (v)
+                sqlite3_bind_text(s, p, v, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(s, p);
+}
+
+static void bind_int_or_null(sqlite3_stmt *s, int p, int64_t v) {
+        if (v == FIELD_NULL)
+                sqlite3_bind_null(s, p);
+        else
+                sqlite3_bind_int64(s, p, v);
+}
+
+static char *column_strdup(sqlite3_stmt *s, int c, bool *oom) {
+        const char *t;
+        char *r;
+
+        if (sqlite3_column_type(s, c) == SQLITE_NULL)
+                return NULL;
+        t = (const char *) sqlite3_column_text(s, c);
+        r = strdup(t ? t : "");
+        if (!r)
+                *oom = true;
+        return r;
+}
+
 /* Binds the record's columns starting at parameter 1 in the order of the statements. */
 static int bind_device(sqlite3_stmt *s, const struct device_record *rec) {
         int p = 1;
 
         sqlite3_bind_text(s, p++, rec->identity, -1, SQLITE_STATIC);
+        bind_text_or_null(s, p++, rec->identity_aux);
+        bind_text_or_null(s, p++, rec->name);
         sqlite3_bind_text(s, p++, device_state_to_string(rec->state), -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, p++, rec->first_seen);
         sqlite3_bind_int64(s, p++, rec->last_seen);
+        if (rec->last_verified)
+                sqlite3_bind_int64(s, p++, rec->last_verified);
+        else
+                sqlite3_bind_null(s, p++);
         for (size_t i = 0; i < device_fields_count; i++, p++) {
                 const struct field_desc *d = &device_fields[i];
                 const void *v = device_field_cptr(&rec->facts, d);
@@ -552,11 +636,12 @@ int journal_update_device(struct journal *j, const struct device_record *rec) {
         return step_done(j, s);
 }
 
-int journal_touch_device(struct journal *j, int64_t id, int64_t last_seen) {
+int journal_touch_device(struct journal *j, int64_t id, int64_t now) {
         sqlite3_stmt *s = j->stmt[STMT_TOUCH_DEVICE];
 
-        sqlite3_bind_int64(s, 1, last_seen);
-        sqlite3_bind_int64(s, 2, id);
+        sqlite3_bind_int64(s, 1, now);
+        sqlite3_bind_int64(s, 2, now);
+        sqlite3_bind_int64(s, 3, id);
         return step_done(j, s);
 }
 
@@ -575,7 +660,10 @@ int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec,
         for (size_t i = 0; i < device_fields_count; i++)
                 fprintf(f, ", %s", device_fields[i].name);
         fclose(f);
-        r = asprintf(&sql, "SELECT id, identity, state, first_seen, last_seen%s FROM devices ORDER BY id", cols);
+        r = asprintf(&sql,
+                     "SELECT id, identity, identity_aux, name, state, first_seen, last_seen, last_verified%s "
+                     "FROM devices ORDER BY id",
+                     cols);
         free(cols);
         if (r < 0)
                 return -ENOMEM;
@@ -593,12 +681,18 @@ int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec,
                         break;
                 }
                 device_facts_init(&rec->facts);
+                bool oom = false;
                 rec->id = sqlite3_column_int64(s, c++);
                 rec->identity = strdup((const char *) sqlite3_column_text(s, c++) ?: "");
+                rec->identity_aux = column_strdup(s, c++, &oom);
+                rec->name = column_strdup(s, c++, &oom);
                 st = device_state_from_string((const char *) sqlite3_column_text(s, c++) ?: "");
                 rec->state = st < 0 ? DEVICE_GONE : (enum device_state) st;
                 rec->first_seen = sqlite3_column_int64(s, c++);
                 rec->last_seen = sqlite3_column_int64(s, c++);
+                rec->last_verified = sqlite3_column_int64(s, c++); /* NULL reads as 0: never */
+                if (oom)
+                        r = -ENOMEM;
                 for (size_t i = 0; i < device_fields_count; i++, c++) {
                         const struct field_desc *d = &device_fields[i];
                         void *v = device_field_ptr(&rec->facts, d);
@@ -674,7 +768,8 @@ int journal_last_daemon_event(struct journal *j, char **ret_kind) {
 
         *ret_kind = NULL;
         rc = sqlite3_prepare_v2(j->db,
-                                "SELECT kind FROM events WHERE device_id IS NULL ORDER BY seq DESC LIMIT 1",
+                                "SELECT kind FROM events WHERE device_id IS NULL AND kind IN ('daemon_started', "
+                                "'daemon_stopped') ORDER BY seq DESC LIMIT 1",
                                 -1, &s, NULL);
         if (rc != SQLITE_OK)
                 return sqlite_to_errno(rc);
@@ -756,4 +851,148 @@ int journal_meta_get(struct journal *j, const char *key, char **ret) {
         sqlite3_reset(s);
         sqlite3_clear_bindings(s);
         return r;
+}
+
+int journal_load_expectations(struct journal *j, int (*fn)(struct expectation *e, void *userdata),
+                              void *userdata) {
+        sqlite3_stmt *s;
+        int rc, r = 0;
+
+        rc = sqlite3_prepare_v2(j->db,
+                                "SELECT name, match_kind, match_value, fs_type, fs_label, min_size, created "
+                                "FROM expectations ORDER BY name",
+                                -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct expectation *e = calloc(1, sizeof(*e));
+                bool oom = !e;
+
+                if (e) {
+                        e->name = column_strdup(s, 0, &oom);
+                        e->match_kind = column_strdup(s, 1, &oom);
+                        e->match_value = column_strdup(s, 2, &oom);
+                        e->fs_type = column_strdup(s, 3, &oom);
+                        e->fs_label = column_strdup(s, 4, &oom);
+                        e->min_size = sqlite3_column_type(s, 5) == SQLITE_NULL ? FIELD_NULL : sqlite3_column_int64(s, 5);
+                        e->created = sqlite3_column_int64(s, 6);
+                }
+                if (oom || !e->name || !e->match_kind || !e->match_value) {
+                        expectation_free(e);
+                        r = -ENOMEM;
+                        break;
+                }
+                r = fn(e, userdata);
+                if (r < 0)
+                        break;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sqlite_to_errno(rc) ?: -EIO;
+        sqlite3_finalize(s);
+        return r;
+}
+
+int journal_put_expectation(struct journal *j, const struct expectation *e) {
+        sqlite3_stmt *s = j->stmt[STMT_PUT_EXPECTATION];
+
+        sqlite3_bind_text(s, 1, e->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, e->match_kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, e->match_value, -1, SQLITE_STATIC);
+        bind_text_or_null(s, 4, e->fs_type);
+        bind_text_or_null(s, 5, e->fs_label);
+        bind_int_or_null(s, 6, e->min_size);
+        sqlite3_bind_int64(s, 7, e->created);
+        return step_done(j, s);
+}
+
+int journal_delete_expectation(struct journal *j, const char *name) {
+        sqlite3_stmt *s = j->stmt[STMT_DELETE_EXPECTATION];
+        int r;
+
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        r = step_done(j, s);
+        if (r == 0 && sqlite3_changes(j->db) == 0)
+                return -ENOENT;
+        return r;
+}
+
+int journal_load_open_drift(struct journal *j, int (*fn)(struct drift_item *d, void *userdata), void *userdata) {
+        sqlite3_stmt *s;
+        int rc, r = 0;
+
+        rc = sqlite3_prepare_v2(j->db,
+                                "SELECT id, kind, name, device_id, since, detail FROM drift WHERE closed IS NULL ORDER BY id",
+                                -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct drift_item *d = calloc(1, sizeof(*d));
+                bool oom = !d;
+
+                if (d) {
+                        d->id = sqlite3_column_int64(s, 0);
+                        d->kind = column_strdup(s, 1, &oom);
+                        d->name = column_strdup(s, 2, &oom);
+                        d->device_id = sqlite3_column_int64(s, 3);
+                        d->since = sqlite3_column_int64(s, 4);
+                        d->detail = json_column(s, 5);
+                        if (!d->detail)
+                                d->detail = json_object_new_object();
+                }
+                if (oom || !d->kind || !d->detail) {
+                        drift_item_free(d);
+                        r = -ENOMEM;
+                        break;
+                }
+                r = fn(d, userdata);
+                if (r < 0)
+                        break;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sqlite_to_errno(rc) ?: -EIO;
+        sqlite3_finalize(s);
+        return r;
+}
+
+int journal_insert_drift(struct journal *j, struct drift_item *d) {
+        sqlite3_stmt *s = j->stmt[STMT_INSERT_DRIFT];
+        int r;
+
+        sqlite3_bind_text(s, 1, d->kind, -1, SQLITE_STATIC);
+        bind_text_or_null(s, 2, d->name);
+        if (d->device_id > 0)
+                sqlite3_bind_int64(s, 3, d->device_id);
+        else
+                sqlite3_bind_null(s, 3);
+        sqlite3_bind_int64(s, 4, d->since);
+        sqlite3_bind_text(s, 5, json_object_to_json_string_ext(d->detail, JSON_C_TO_STRING_PLAIN), -1,
+                          SQLITE_TRANSIENT);
+        r = step_done(j, s);
+        if (r == 0)
+                d->id = sqlite3_last_insert_rowid(j->db);
+        return r;
+}
+
+int journal_close_drift(struct journal *j, int64_t id, int64_t closed) {
+        sqlite3_stmt *s = j->stmt[STMT_CLOSE_DRIFT];
+
+        sqlite3_bind_int64(s, 1, closed);
+        sqlite3_bind_int64(s, 2, id);
+        return step_done(j, s);
+}
+
+int journal_update_drift(struct journal *j, int64_t id, const char *name, json_object *detail) {
+        sqlite3_stmt *s = j->stmt[STMT_UPDATE_DRIFT];
+
+        bind_text_or_null(s, 1, name);
+        sqlite3_bind_text(s, 2, json_object_to_json_string_ext(detail, JSON_C_TO_STRING_PLAIN), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 3, id);
+        return step_done(j, s);
+}
+
+int journal_touch_gone_devices(struct journal *j, int64_t now) {
+        sqlite3_stmt *s = j->stmt[STMT_TOUCH_GONE];
+
+        sqlite3_bind_int64(s, 1, now);
+        return step_done(j, s);
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The journal: the ledger's SQLite file (WAL, synchronous=FULL).
  *
- * Tables: devices (one row per device record, keyed by ledger id), events (append-only
- * history; seq is monotonic and never reused), meta (the daemon's own small facts).
+ * Tables: devices (one row per device record, keyed by ledger id; its name is the
+ * ledger's own), events (append-only history; seq is monotonic and never reused),
+ * expectations (desired state, by name), drift (each difference between desired or
+ * recorded state and reality, open or closed), meta (the daemon's own small facts).
  * The schema version is PRAGMA user_version; migrations only go forward, one
  * transaction each. A journal written by a newer blkledgerd is refused and not touched.
  * Later tables (names, expectations, intents, volumes) refer to devices.id. */
@@ -12,8 +14,9 @@
 #include <stdint.h>
 
 #include "device.h"
+#include "drift.h"
 
-#define JOURNAL_SCHEMA_VERSION 2
+#define JOURNAL_SCHEMA_VERSION 3
 
 struct journal;
 
@@ -35,20 +38,37 @@ int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec,
 /* Sets rec->id. */
 int journal_insert_device(struct journal *j, struct device_record *rec);
 int journal_update_device(struct journal *j, const struct device_record *rec);
-int journal_touch_device(struct journal *j, int64_t id, int64_t last_seen);
+/* Seen present and checked at now, nothing else changed. */
+int journal_touch_device(struct journal *j, int64_t id, int64_t now);
+/* A complete pass verified the absence of every gone record at now. */
+int journal_touch_gone_devices(struct journal *j, int64_t now);
 
 /* Appends an event; device_id 0 means an event about the daemon. before/after may be
  * NULL and are not consumed. */
 int journal_append_event(struct journal *j, int64_t time, int64_t device_id, const char *kind,
                          json_object *before, json_object *after, int64_t *ret_seq);
 int64_t journal_last_seq(struct journal *j);
-/* Kind of the newest event about the daemon itself, or NULL. */
+/* Kind of the newest event about the daemon itself (daemon_started, daemon_stopped), or
+ * NULL. */
 int journal_last_daemon_event(struct journal *j, char **ret_kind);
 
 /* Appends events with seq > since (of one device if device_id > 0), at most limit, to
  * the JSON array. Returns how many were added. */
 int journal_list_events(struct journal *j, int64_t since, int64_t limit, int64_t device_id,
                         json_object *array);
+
+/* Expectations (the ledger's desired state); fn takes ownership. */
+int journal_load_expectations(struct journal *j, int (*fn)(struct expectation *e, void *userdata),
+                              void *userdata);
+int journal_put_expectation(struct journal *j, const struct expectation *e);
+/* -ENOENT when there is no such expectation. */
+int journal_delete_expectation(struct journal *j, const char *name);
+
+/* Drift items: open ones are loaded at start; closing keeps them as history. */
+int journal_load_open_drift(struct journal *j, int (*fn)(struct drift_item *d, void *userdata), void *userdata);
+int journal_insert_drift(struct journal *j, struct drift_item *d); /* sets d->id */
+int journal_close_drift(struct journal *j, int64_t id, int64_t closed);
+int journal_update_drift(struct journal *j, int64_t id, const char *name, json_object *detail);
 
 int journal_meta_set(struct journal *j, const char *key, const char *value);
 int journal_meta_get(struct journal *j, const char *key, char **ret);

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
+#include <ctype.h>
+
+#include "identity.h"
 #include "ledger.h"
 #include "log.h"
 #include "util.h"
@@ -27,9 +30,27 @@ static void free_records(struct ledger *l) {
 }
 
 int ledger_load(struct ledger *l, struct journal *j) {
-        free_records(l);
+        uint64_t generation = l->generation ? l->generation : 1;
+        struct device_record **old = l->recs;
+        size_t n_old = l->n_recs;
+        int r;
+
+        l->recs = NULL;
+        l->n_recs = 0;
         l->journal = j;
-        return journal_load_devices(j, add_loaded, l);
+        l->generation = generation;
+        r = journal_load_devices(j, add_loaded, l);
+        /* A reload (after a failed commit) keeps what this run had verified. */
+        for (size_t i = 0; i < l->n_recs; i++)
+                for (size_t k = 0; k < n_old; k++)
+                        if (old[k]->id == l->recs[i]->id) {
+                                l->recs[i]->verified_pass = old[k]->verified_pass;
+                                break;
+                        }
+        for (size_t k = 0; k < n_old; k++)
+                device_record_free(old[k]);
+        free(old);
+        return r;
 }
 
 void ledger_done(struct ledger *l) {
@@ -43,10 +64,21 @@ void ledger_item_done(struct ledger_item *item) {
         *item = (struct ledger_item) {};
 }
 
+void ledger_begin_pass(struct ledger *l) {
+        l->generation++;
+}
+
 size_t ledger_count_present(const struct ledger *l) {
         size_t n = 0;
         for (size_t i = 0; i < l->n_recs; i++)
                 n += l->recs[i]->state == DEVICE_PRESENT;
+        return n;
+}
+
+size_t ledger_count_verified(const struct ledger *l) {
+        size_t n = 0;
+        for (size_t i = 0; i < l->n_recs; i++)
+                n += l->recs[i]->verified_pass != 0;
         return n;
 }
 
@@ -68,6 +100,9 @@ static bool better(const struct device_record *cand, const struct device_record 
 struct device_record *ledger_find_by_name(const struct ledger *l, const char *name) {
         struct device_record *best = NULL;
 
+        for (size_t i = 0; i < l->n_recs; i++)
+                if (streq_ptr(l->recs[i]->name, name))
+                        return l->recs[i];
         for (size_t i = 0; i < l->n_recs; i++) {
                 struct device_record *r = l->recs[i];
                 if (streq_ptr(r->facts.kname, name) || streq_ptr(r->facts.devnode, name) ||
@@ -78,23 +113,42 @@ struct device_record *ledger_find_by_name(const struct ledger *l, const char *na
         return best;
 }
 
-static struct device_record *find_present_by_kname(const struct ledger *l, const char *kname) {
+bool ledger_name_valid(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+
+        /* It becomes a file name (/dev/disk/by-ledger/NAME): no slashes, no dot files,
+         * nothing a shell or udev rule would trip over. */
+        if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isalnum((unsigned char) name[i]) && !strchr("._-", name[i]))
+                        return false;
+        return true;
+}
+
+static bool same_identity(const struct device_record *rec, const struct device_record *obs) {
+        return streq(rec->identity, obs->identity) && identity_aux_compatible(rec->identity_aux, obs->identity_aux);
+}
+
+static struct device_record *present_at(const struct ledger *l, const char *kname) {
         for (size_t i = 0; i < l->n_recs; i++)
                 if (l->recs[i]->state == DEVICE_PRESENT && streq_ptr(l->recs[i]->facts.kname, kname))
                         return l->recs[i];
         return NULL;
 }
 
-/* The record a gone device comes back to: same identity, most recently seen. */
-static struct device_record *find_gone_by_identity(const struct ledger *l, const char *identity) {
-        struct device_record *best = NULL;
+static bool is_bound(struct device_record *const *bound, size_t n, const struct device_record *r) {
+        for (size_t i = 0; i < n; i++)
+                if (bound[i] == r)
+                        return true;
+        return false;
+}
 
-        for (size_t i = 0; i < l->n_recs; i++) {
-                struct device_record *r = l->recs[i];
-                if (r->state == DEVICE_GONE && streq(r->identity, identity) && better(r, best))
-                        best = r;
-        }
-        return best;
+static const struct ledger_item *item_at(const struct ledger_item *items, size_t n, const char *kname) {
+        for (size_t i = 0; i < n; i++)
+                if (streq_ptr(items[i].kname, kname))
+                        return &items[i];
+        return NULL;
 }
 
 static json_object *state_object(enum device_state s) {
@@ -102,6 +156,11 @@ static json_object *state_object(enum device_state s) {
         if (o)
                 json_object_object_add(o, "state", json_object_new_string(device_state_to_string(s)));
         return o;
+}
+
+static void verified(struct ledger *l, struct device_record *rec, int64_t now) {
+        rec->last_verified = now;
+        rec->verified_pass = l->generation;
 }
 
 static int mark_gone(struct ledger *l, struct device_record *rec, int64_t now, struct ledger_stats *st) {
@@ -113,13 +172,14 @@ static int mark_gone(struct ledger *l, struct device_record *rec, int64_t now, s
                 goto out;
         }
         rec->state = DEVICE_GONE;
+        verified(l, rec, now);
         r = journal_update_device(l->journal, rec);
         if (r == 0)
                 r = journal_append_event(l->journal, now, rec->id, "disappeared", before, after, NULL);
         if (r == 0) {
                 st->disappeared++;
-                log_info("device %s (id %lld, %s) disappeared", rec->facts.kname ?: "?",
-                         (long long) rec->id, rec->identity);
+                log_info("device %s (id %lld, %s) disappeared", rec->facts.kname ?: "?", (long long) rec->id,
+                         rec->identity);
         }
 out:
         json_object_put(before);
@@ -127,27 +187,71 @@ out:
         return r;
 }
 
+/* Moves the place fields (kname, devnode, dev) of a diff into their own pair. */
+static int split_place(json_object *before, json_object *after, json_object **ret_before, json_object **ret_after) {
+        static const char *const place[] = { "kname", "devnode", "dev" };
+        json_object *pb = NULL, *pa = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(place); i++) {
+                json_object *vb, *va;
+                if (!json_object_object_get_ex(after, place[i], &va))
+                        continue;
+                json_object_object_get_ex(before, place[i], &vb);
+                if (!pb && !(pb = json_object_new_object()))
+                        goto oom;
+                if (!pa && !(pa = json_object_new_object()))
+                        goto oom;
+                json_object_object_add(pb, place[i], json_object_get(vb));
+                json_object_object_add(pa, place[i], json_object_get(va));
+                json_object_object_del(before, place[i]);
+                json_object_object_del(after, place[i]);
+        }
+        *ret_before = pb;
+        *ret_after = pa;
+        return 0;
+oom:
+        json_object_put(pb);
+        json_object_put(pa);
+        return -ENOMEM;
+}
+
 static int update_record(struct ledger *l, struct device_record *rec, const struct device_record *obs,
                          int64_t now, struct ledger_stats *st) {
-        json_object *before = NULL, *after = NULL;
+        json_object *before = NULL, *after = NULL, *place_before = NULL, *place_after = NULL;
         bool was_gone = rec->state == DEVICE_GONE;
+        bool aux_news = !rec->identity_aux && obs->identity_aux;
         struct device_facts copy;
         int n, r;
 
         n = device_facts_diff(&rec->facts, &obs->facts, &before, &after);
         if (n < 0)
                 return n;
-        if (n == 0 && !was_gone) {
+        verified(l, rec, now);
+        if (n == 0 && !was_gone && !aux_news) {
                 json_object_put(before);
                 json_object_put(after);
                 rec->last_seen = now;
                 return journal_touch_device(l->journal, rec->id, now);
+        }
+        /* Another kernel name is a move, told apart as "renamed"; a new device number
+         * under the same name is a change like any other. */
+        if (json_object_object_get_ex(after, "kname", NULL)) {
+                r = split_place(before, after, &place_before, &place_after);
+                if (r < 0)
+                        goto out;
         }
         r = device_facts_copy(&copy, &obs->facts);
         if (r < 0)
                 goto out;
         device_facts_done(&rec->facts);
         rec->facts = copy;
+        if (aux_news) {
+                rec->identity_aux = strdup(obs->identity_aux);
+                if (!rec->identity_aux) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
         rec->state = DEVICE_PRESENT;
         rec->last_seen = now;
         r = journal_update_device(l->journal, rec);
@@ -156,23 +260,33 @@ static int update_record(struct ledger *l, struct device_record *rec, const stru
         if (was_gone) {
                 json_object_object_add(before, "state", json_object_new_string("gone"));
                 json_object_object_add(after, "state", json_object_new_string("present"));
-        }
-        r = journal_append_event(l->journal, now, rec->id, was_gone ? "reappeared" : "changed", before,
-                                 after, NULL);
-        if (r < 0)
-                goto out;
-        if (was_gone) {
+                r = journal_append_event(l->journal, now, rec->id, "reappeared", before, after, NULL);
+                if (r < 0)
+                        goto out;
                 st->appeared++;
                 log_info("device %s (id %lld, %s) reappeared", rec->facts.kname ?: "?", (long long) rec->id,
                          rec->identity);
-        } else {
+        } else if (json_object_object_length(after) > 0) {
+                r = journal_append_event(l->journal, now, rec->id, "changed", before, after, NULL);
+                if (r < 0)
+                        goto out;
                 st->changed++;
                 log_info("device %s (id %lld) changed: %s", rec->facts.kname ?: "?", (long long) rec->id,
                          json_object_to_json_string_ext(after, JSON_C_TO_STRING_PLAIN));
         }
+        if (place_after) {
+                r = journal_append_event(l->journal, now, rec->id, "renamed", place_before, place_after, NULL);
+                if (r < 0)
+                        goto out;
+                st->renamed++;
+                log_info("device id %lld (%s) is now %s", (long long) rec->id, rec->identity,
+                         rec->facts.kname ?: "?");
+        }
 out:
         json_object_put(before);
         json_object_put(after);
+        json_object_put(place_before);
+        json_object_put(place_after);
         return r;
 }
 
@@ -180,7 +294,7 @@ static int insert_record(struct ledger *l, const struct device_record *obs, int6
                          struct ledger_stats *st) {
         struct device_record *rec = calloc(1, sizeof(*rec));
         struct device_record **n;
-        json_object *after = NULL;
+        json_object *before = NULL, *after = NULL;
         int r = -ENOMEM;
 
         if (!rec)
@@ -190,117 +304,244 @@ static int insert_record(struct ledger *l, const struct device_record *obs, int6
                 goto fail;
         l->recs = n;
         rec->identity = strdup(obs->identity);
-        if (!rec->identity)
+        if (!rec->identity || (obs->identity_aux && !(rec->identity_aux = strdup(obs->identity_aux))))
                 goto fail;
         r = device_facts_copy(&rec->facts, &obs->facts);
         if (r < 0)
                 goto fail;
         rec->state = DEVICE_PRESENT;
         rec->first_seen = rec->last_seen = now;
+        verified(l, rec, now);
         r = journal_insert_device(l->journal, rec);
         if (r < 0)
                 goto fail;
+        before = json_object_new_object();
         after = json_object_new_object();
-        if (!after) {
+        if (!before || !after) {
                 r = -ENOMEM;
                 goto fail;
         }
         json_object_object_add(after, "identity", json_object_new_string(rec->identity));
         json_object_object_add(after, "state", json_object_new_string("present"));
         device_facts_to_json(&rec->facts, after);
-        r = journal_append_event(l->journal, now, rec->id, "appeared", NULL, after, NULL);
-        json_object_put(after);
+        r = journal_append_event(l->journal, now, rec->id, "appeared", before, after, NULL);
         if (r < 0)
                 goto fail;
+        json_object_put(before);
+        json_object_put(after);
         l->recs[l->n_recs++] = rec;
         st->appeared++;
-        log_info("device %s (id %lld, %s) appeared", rec->facts.kname ?: "?", (long long) rec->id,
-                 rec->identity);
+        log_info("device %s (id %lld, %s) appeared", rec->facts.kname ?: "?", (long long) rec->id, rec->identity);
         return 0;
 fail:
+        json_object_put(before);
+        json_object_put(after);
         device_record_free(rec);
         return r;
 }
 
-static bool batch_has_device_at(const struct ledger_item *items, size_t n, const char *kname) {
-        for (size_t i = 0; i < n; i++)
-                if (items[i].observed && streq_ptr(items[i].kname, kname))
-                        return true;
-        return false;
-}
-
-static int apply_locked(struct ledger *l, const struct ledger_item *items, size_t n, bool full,
-                        int64_t now, struct ledger_stats *st) {
+static int apply_locked(struct ledger *l, const struct ledger_item *items, size_t n, int64_t now,
+                        struct ledger_stats *st) {
+        _cleanup_free_ struct device_record **bound = calloc(n + 1, sizeof(*bound));
         int r;
 
-        /* First everything that left a kernel name: a removal, or a different device now
-         * holding the name. Then, on a full scan, records whose name is empty now. Only
-         * then match: a device that moved from loop3 to loop7 in the same batch finds its
-         * record already gone and takes it back. */
-        for (size_t i = 0; i < n; i++) {
-                struct device_record *p = find_present_by_kname(l, items[i].kname);
-                if (!p)
-                        continue;
-                if (items[i].observed && streq(p->identity, items[i].observed->identity))
-                        continue;
-                r = mark_gone(l, p, now, st);
-                if (r < 0)
-                        return r;
-        }
-        if (full)
-                for (size_t i = 0; i < l->n_recs; i++) {
-                        struct device_record *p = l->recs[i];
-                        if (p->state == DEVICE_PRESENT && !batch_has_device_at(items, n, p->facts.kname)) {
-                                r = mark_gone(l, p, now, st);
-                                if (r < 0)
-                                        return r;
-                        }
-                }
+        if (!bound)
+                return -ENOMEM;
 
+        /* 1. In place. */
         for (size_t i = 0; i < n; i++) {
                 const struct device_record *obs = items[i].observed;
-                struct device_record *rec;
+                struct device_record *p;
+
+                if (obs && (p = present_at(l, items[i].kname)) && same_identity(p, obs) && !is_bound(bound, n, p))
+                        bound[i] = p;
+        }
+        /* 2. Moved: present elsewhere, and the batch shows that place no longer holds it. */
+        for (size_t i = 0; i < n; i++) {
+                const struct device_record *obs = items[i].observed;
+
+                if (!obs || bound[i])
+                        continue;
+                for (size_t k = 0; k < l->n_recs; k++) {
+                        struct device_record *r2 = l->recs[k];
+                        const struct ledger_item *there;
+
+                        if (r2->state != DEVICE_PRESENT || !same_identity(r2, obs) || is_bound(bound, n, r2) ||
+                            streq_ptr(r2->facts.kname, items[i].kname))
+                                continue;
+                        there = item_at(items, n, r2->facts.kname);
+                        if (there && (!there->observed || !streq(there->observed->identity, obs->identity))) {
+                                bound[i] = r2;
+                                break;
+                        }
+                }
+        }
+        /* 3. Back: the most recently seen gone record of the identity. */
+        for (size_t i = 0; i < n; i++) {
+                const struct device_record *obs = items[i].observed;
+                struct device_record *best = NULL;
+
+                if (!obs || bound[i])
+                        continue;
+                for (size_t k = 0; k < l->n_recs; k++) {
+                        struct device_record *g = l->recs[k];
+                        if (g->state == DEVICE_GONE && same_identity(g, obs) && !is_bound(bound, n, g) &&
+                            (!best || g->last_seen > best->last_seen))
+                                best = g;
+                }
+                bound[i] = best;
+        }
+        /* Whatever the batch shows gone from its place leaves first, so the history reads
+         * in order: a device leaves loop3, then comes back at loop7. */
+        for (size_t k = 0; k < l->n_recs; k++) {
+                struct device_record *p = l->recs[k];
+
+                if (p->state == DEVICE_PRESENT && !is_bound(bound, n, p) && item_at(items, n, p->facts.kname)) {
+                        r = mark_gone(l, p, now, st);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        /* Then the matched ones change, and 4. the rest are new. */
+        for (size_t i = 0; i < n; i++) {
+                const struct device_record *obs = items[i].observed;
 
                 if (!obs)
                         continue;
                 st->checked++;
-                rec = find_present_by_kname(l, items[i].kname);
-                if (!rec)
-                        rec = find_gone_by_identity(l, obs->identity);
-                /* Two present devices with one identity (an image attached twice) stay
-                 * two records: a present record elsewhere is never taken over. */
-                r = rec ? update_record(l, rec, obs, now, st) : insert_record(l, obs, now, st);
+                r = bound[i] ? update_record(l, bound[i], obs, now, st) : insert_record(l, obs, now, st);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
-int ledger_apply(struct ledger *l, const struct ledger_item *items, size_t n_items, bool full,
-                 int64_t now, struct ledger_stats *stats) {
-        struct ledger_stats st = {};
-        int r;
+static void add_stats(struct ledger_stats *to, const struct ledger_stats *st) {
+        if (!to)
+                return;
+        to->checked += st->checked;
+        to->appeared += st->appeared;
+        to->changed += st->changed;
+        to->renamed += st->renamed;
+        to->disappeared += st->disappeared;
+}
 
-        r = journal_begin(l->journal);
+/* Runs fn in one transaction; on failure the in-memory copy is the journal's again. */
+static int transaction(struct ledger *l, int (*fn)(struct ledger *l, void *userdata), void *userdata) {
+        int r = journal_begin(l->journal);
+
         if (r < 0)
                 return r;
-        r = apply_locked(l, items, n_items, full, now, &st);
+        r = fn(l, userdata);
         if (r == 0)
                 r = journal_commit(l->journal);
         if (r < 0) {
                 int k;
                 journal_rollback(l->journal);
-                /* The in-memory copy may hold uncommitted changes: take the journal's. */
                 k = ledger_load(l, l->journal);
                 if (k < 0)
                         log_error_errno(k, "cannot reload the ledger after a failed commit");
-                return r;
         }
-        if (stats) {
-                stats->checked += st.checked;
-                stats->appeared += st.appeared;
-                stats->changed += st.changed;
-                stats->disappeared += st.disappeared;
+        return r;
+}
+
+struct apply_args {
+        const struct ledger_item *items;
+        size_t n;
+        int64_t now;
+        struct ledger_stats st;
+};
+
+static int apply_fn(struct ledger *l, void *userdata) {
+        struct apply_args *a = userdata;
+        return apply_locked(l, a->items, a->n, a->now, &a->st);
+}
+
+int ledger_apply(struct ledger *l, const struct ledger_item *items, size_t n_items, int64_t now,
+                 struct ledger_stats *stats) {
+        struct apply_args a = { .items = items, .n = n_items, .now = now };
+        int r = transaction(l, apply_fn, &a);
+
+        if (r == 0)
+                add_stats(stats, &a.st);
+        return r;
+}
+
+static int sweep_fn(struct ledger *l, void *userdata) {
+        struct apply_args *a = userdata;
+
+        for (size_t i = 0; i < l->n_recs; i++) {
+                struct device_record *rec = l->recs[i];
+                int r;
+
+                if (rec->verified_pass == l->generation)
+                        continue;
+                if (rec->state == DEVICE_GONE) {
+                        /* The complete pass did not find it: its absence is verified. */
+                        rec->verified_pass = l->generation;
+                        rec->last_verified = a->now;
+                        continue;
+                }
+                r = mark_gone(l, rec, a->now, &a->st);
+                if (r < 0)
+                        return r;
         }
-        return 0;
+        return journal_touch_gone_devices(l->journal, a->now);
+}
+
+int ledger_sweep(struct ledger *l, int64_t now, struct ledger_stats *stats) {
+        struct apply_args a = { .now = now };
+        int r = transaction(l, sweep_fn, &a);
+
+        if (r == 0)
+                add_stats(stats, &a.st);
+        return r;
+}
+
+struct name_args {
+        struct device_record *rec;
+        const char *name;
+        int64_t now;
+};
+
+static int name_fn(struct ledger *l, void *userdata) {
+        struct name_args *a = userdata;
+        json_object *before = json_object_new_object(), *after = json_object_new_object();
+        char *old = a->rec->name;
+        int r = -ENOMEM;
+
+        if (!before || !after)
+                goto out;
+        json_object_object_add(before, "name", old ? json_object_new_string(old) : NULL);
+        json_object_object_add(after, "name", a->name ? json_object_new_string(a->name) : NULL);
+        a->rec->name = a->name ? strdup(a->name) : NULL;
+        if (a->name && !a->rec->name) {
+                a->rec->name = old;
+                goto out;
+        }
+        r = journal_update_device(l->journal, a->rec);
+        if (r == 0)
+                r = journal_append_event(l->journal, a->now, a->rec->id, "named", before, after, NULL);
+        if (r < 0) {
+                free(a->rec->name);
+                a->rec->name = old;
+        } else
+                free(old);
+out:
+        json_object_put(before);
+        json_object_put(after);
+        return r;
+}
+
+int ledger_set_name(struct ledger *l, struct device_record *rec, const char *name, int64_t now) {
+        struct name_args a = { .rec = rec, .name = name, .now = now };
+
+        if (name && !ledger_name_valid(name))
+                return -EINVAL;
+        if (streq_ptr(rec->name, name))
+                return 0;
+        for (size_t i = 0; name && i < l->n_recs; i++)
+                if (l->recs[i] != rec && streq_ptr(l->recs[i]->name, name))
+                        return -EEXIST;
+        return transaction(l, name_fn, &a);
 }

@@ -72,12 +72,12 @@ static void on_device(struct udev_device *dev, void *userdata) {
 
 static void on_overflow(void *userdata) {
         struct daemon *d = userdata;
-        d->event_overflows++;
-        reconcile_request_full_scan(d);
+        d->overflows++;
+        reconcile_request_pass(d, NULL);
 }
 
 static void on_source_changed(void *userdata) {
-        reconcile_request_full_scan(userdata);
+        reconcile_request_pass(userdata, NULL);
 }
 
 static void on_signal(struct ev_io *io, uint32_t revents, void *userdata) {
@@ -103,14 +103,15 @@ static void on_tick(struct ev_timer *t, void *userdata) {
         struct daemon *d = userdata;
         int64_t now = now_monotonic_usec();
 
-        server_tick(d->server, now);
+        if (d->server)
+                server_tick(d->server, now);
         if (now >= d->next_source_check) {
                 d->next_source_check = now + SOURCE_CHECK_USEC;
                 monitor_check_source(d->monitor);
         }
         if (d->next_full_scan && now >= d->next_full_scan) {
                 d->next_full_scan = d->opts.rescan_interval ? now + d->opts.rescan_interval : 0;
-                reconcile_request_full_scan(d);
+                reconcile_request_pass(d, NULL);
         }
         if (ev_timer_arm(t, TICK_USEC) < 0) {
                 log_error("cannot re-arm the timer; stopping");
@@ -147,6 +148,32 @@ static int record_start(struct daemon *d) {
         r = record_daemon_event(d, "daemon_started", after);
         json_object_put(after);
         return r;
+}
+
+static const struct server_info server_info = {
+        .interface = "io.blkledger",
+        .interface_description = io_blkledger_varlink,
+        .version = PACKAGE_VERSION,
+};
+
+static int start_serving(struct daemon *d) {
+        int r;
+
+        r = server_new(d->loop, d->socket_fd, &d->opts.limits, &server_info, daemon_methods, &daemon_history, d,
+                       &d->server);
+        if (r < 0)
+                return log_error_errno(r, "cannot serve %s", d->opts.socket_path);
+        log_info("serving %s (%zu devices in the ledger, %zu verified; events from %s)", d->opts.socket_path,
+                 d->ledger.n_recs, ledger_count_verified(&d->ledger), monitor_source_name(d->monitor));
+        sd_notifyf(0, "READY=1\nSTATUS=Serving %zu devices\nMAINPID=%d", d->ledger.n_recs, (int) getpid());
+        return 0;
+}
+
+static void initial_pass_done(struct daemon *d) {
+        if (!d->server && start_serving(d) < 0)
+                ev_loop_exit(d->loop, -EIO);
+        else
+                sd_notifyf(0, "STATUS=Serving %zu devices, all verified", d->ledger.n_recs);
 }
 
 static int observe_one(const char *name) {
@@ -191,8 +218,6 @@ static int observe_one(const char *name) {
 int main(int argc, char **argv) {
         struct daemon d = { .signal_fd = -1, .state_lock_fd = -1, .socket_fd = -1, .socket_lock_fd = -1 };
         _cleanup_free_ char *error = NULL, *journal_file = NULL;
-        struct server_info info = { .interface = "io.blkledger", .interface_description = io_blkledger_varlink,
-                                    .version = PACKAGE_VERSION };
         struct monitor_callbacks mcb = { .device = on_device, .overflow = on_overflow,
                                          .source_changed = on_source_changed };
         sigset_t mask;
@@ -234,6 +259,11 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "cannot load the ledger from %s", journal_file);
                 goto out_journal;
         }
+        r = drift_load(&d.drift, d.journal);
+        if (r < 0) {
+                log_error_errno(r, "cannot load expectations and drift from %s", journal_file);
+                goto out_ledger;
+        }
         {
                 _cleanup_free_ char *ts = NULL;
                 if (journal_meta_get(d.journal, "last_full_scan", &ts) == 0 && ts)
@@ -274,7 +304,7 @@ int main(int argc, char **argv) {
                 goto out_udev;
 
         /* Claim the socket before any work, so a second daemon fails at once; it
-         * answers only once the initial scan is in the journal (server_new). */
+         * answers from start_serving() on. */
         {
                 _cleanup_free_ char *dir = strdup(d.opts.socket_path);
                 char *slash = dir ? strrchr(dir, '/') : NULL;
@@ -302,17 +332,6 @@ int main(int argc, char **argv) {
         if (scope_is_set(&d.opts.scope))
                 for (unsigned i = 0; i < d.opts.n_scope_specs; i++)
                         log_info("scope: %s", d.opts.scope_specs[i]);
-        r = reconcile_full_scan(&d, NULL);
-        if (r < 0)
-                goto out_stopped;
-        log_info("initial scan: %zu devices present, %zu in the ledger", ledger_count_present(&d.ledger),
-                 d.ledger.n_recs);
-
-        r = server_new(d.loop, d.socket_fd, &d.opts.limits, &info, daemon_methods, &daemon_history, &d, &d.server);
-        if (r < 0) {
-                log_error_errno(r, "cannot serve %s", d.opts.socket_path);
-                goto out_stopped;
-        }
         r = ev_timer_new(d.loop, on_tick, &d, &d.tick);
         if (r == 0)
                 r = ev_timer_arm(d.tick, TICK_USEC);
@@ -324,10 +343,19 @@ int main(int argc, char **argv) {
         if (d.opts.rescan_interval)
                 d.next_full_scan = now_monotonic_usec() + d.opts.rescan_interval;
 
-        log_info("serving %s (%zu devices present, events from %s)", d.opts.socket_path,
-                 ledger_count_present(&d.ledger), monitor_source_name(d.monitor));
-        sd_notifyf(0, "READY=1\nSTATUS=Serving %zu devices\nMAINPID=%d", ledger_count_present(&d.ledger),
-                   (int) getpid());
+        /* With a ledger from an earlier run, serve it at once, marked unverified until
+         * the first pass has checked each record; with none, there is nothing to serve
+         * before the first pass. */
+        if (d.ledger.n_recs > 0) {
+                r = start_serving(&d);
+                if (r < 0)
+                        goto out_timer;
+        }
+        d.on_initial_pass = initial_pass_done;
+        if (d.opts.initial_pass_delay > 0)
+                d.next_full_scan = now_monotonic_usec() + d.opts.initial_pass_delay;
+        else
+                reconcile_request_pass(&d, NULL);
 
         r = ev_loop_run(d.loop);
         if (r < 0)
@@ -338,9 +366,8 @@ int main(int argc, char **argv) {
 
 out_timer:
         ev_timer_free(d.tick);
-        d.server = server_free(d.server);
-out_stopped:
         reconcile_done(&d);
+        d.server = server_free(d.server);
         if (record_daemon_event(&d, "daemon_stopped", NULL) < 0)
                 log_warning("cannot record the stop in the journal");
 out_socket:
@@ -359,6 +386,7 @@ out_signals:
 out_loop:
         ev_loop_free(d.loop);
 out_ledger:
+        drift_done(&d.drift);
         ledger_done(&d.ledger);
 out_journal:
         journal_close(d.journal);

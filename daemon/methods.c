@@ -43,7 +43,13 @@ static int method_get_status(struct client *c, json_object *params, unsigned fla
         json_object_object_add(p, "event_source", json_object_new_string(monitor_source_name(d->monitor)));
         json_object_object_add(p, "last_full_scan",
                                d->last_full_scan ? json_object_new_string(format_rfc3339(d->last_full_scan, ts)) : NULL);
-        json_object_object_add(p, "event_overflows", json_object_new_int64((int64_t) d->event_overflows));
+        json_object_object_add(p, "devices_verified", json_object_new_int64((int64_t) ledger_count_verified(&d->ledger)));
+        json_object_object_add(p, "initial_pass_done", json_object_new_boolean(d->initial_pass_done));
+        json_object_object_add(p, "pass_running", json_object_new_boolean(reconcile_pass_running(d)));
+        json_object_object_add(p, "rescans", json_object_new_int64((int64_t) d->rescans));
+        json_object_object_add(p, "overflows", json_object_new_int64((int64_t) d->overflows));
+        json_object_object_add(p, "drift_open", json_object_new_int64((int64_t) d->drift.n_open));
+        json_object_object_add(p, "expectations", json_object_new_int64((int64_t) d->drift.n_exps));
         json_object_object_add(p, "last_seq", json_object_new_int64(journal_last_seq(d->journal)));
         json_object_object_add(p, "schema_version", json_object_new_int64(journal_schema_version(d->journal)));
         json_object_object_add(p, "state_dir", json_object_new_string(d->opts.state_dir));
@@ -77,7 +83,9 @@ static int method_list_devices(struct client *c, json_object *params, unsigned f
                 const struct device_record *r = d->ledger.recs[i];
                 if (state >= 0 && (int) r->state != state)
                         continue;
-                json_object_array_add(arr, device_record_to_json(r));
+                json_object *drift = drift_kinds_of_device(&d->drift, r->id);
+                json_object_array_add(arr, device_record_to_json(r, drift));
+                json_object_put(drift);
         }
         json_object_object_add(p, "devices", arr);
         return reply_and_put(c, p);
@@ -115,7 +123,11 @@ static int method_get_device(struct client *c, json_object *params, unsigned fla
         p = json_object_new_object();
         if (!p)
                 return -ENOMEM;
-        json_object_object_add(p, "device", device_record_to_json(rec));
+        {
+                json_object *drift = drift_kinds_of_device(&d->drift, rec->id);
+                json_object_object_add(p, "device", device_record_to_json(rec, drift));
+                json_object_put(drift);
+        }
         return reply_and_put(c, p);
 }
 
@@ -186,27 +198,201 @@ static int method_watch(struct client *c, json_object *params, unsigned flags, v
         return server_start_watch(c, since);
 }
 
-static int method_rescan(struct client *c, json_object *params, unsigned flags, void *userdata) {
+static int method_reconcile(struct client *c, json_object *params, unsigned flags, void *userdata) {
         struct daemon *d = userdata;
-        struct ledger_stats st = {};
-        int64_t start = now_monotonic_usec();
-        json_object *p;
-        int r;
+        struct server_call *call;
 
         if (server_check_params(c, params, NULL) < 0)
                 return 0;
-        log_info("full scan requested by uid %d", (int) client_uid(c));
-        r = reconcile_full_scan(d, &st);
+        call = server_call_defer(c);
+        if (!call)
+                return -ENOMEM;
+        log_info("pass requested by uid %d", (int) client_uid(c));
+        reconcile_request_pass(d, call);
+        return 0;
+}
+
+static int reply_no_such_device(struct client *c, const char *name) {
+        json_object *err = json_object_new_object();
+        int r;
+
+        if (!err)
+                return -ENOMEM;
+        json_object_object_add(err, "name", json_object_new_string(name));
+        r = server_reply_error(c, "io.blkledger.NoSuchDevice", err);
+        json_object_put(err);
+        return r;
+}
+
+static int method_set_name(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "device", PARAM_STRING }, { "name", PARAM_STRING }, {} };
+        struct daemon *d = userdata;
+        json_object *dev_o = param_get(params, "device"), *name_o = param_get(params, "name");
+        const char *name = name_o ? json_object_get_string(name_o) : NULL;
+        struct device_record *rec;
+        int64_t id;
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (!dev_o)
+                return server_reply_invalid_parameter(c, "device");
+        if (name && !ledger_name_valid(name))
+                return server_reply_invalid_parameter(c, "name");
+        rec = parse_int64(json_object_get_string(dev_o), &id) == 0 ? ledger_find_by_id(&d->ledger, id)
+                                                                   : ledger_find_by_name(&d->ledger, json_object_get_string(dev_o));
+        if (!rec)
+                return reply_no_such_device(c, json_object_get_string(dev_o));
+        r = ledger_set_name(&d->ledger, rec, name, now_realtime_usec());
+        if (r == -EEXIST) {
+                json_object *err = json_object_new_object();
+                struct device_record *holder = ledger_find_by_name(&d->ledger, name);
+                if (!err)
+                        return -ENOMEM;
+                json_object_object_add(err, "name", json_object_new_string(name));
+                json_object_object_add(err, "device_id", json_object_new_int64(holder ? holder->id : 0));
+                r = server_reply_error(c, "io.blkledger.NameTaken", err);
+                json_object_put(err);
+                return r;
+        }
         if (r < 0)
                 return r;
-        p = json_object_new_object();
-        if (!p)
+        server_notify_events(d->server);
+        reconcile_evaluate_drift(d);
+        {
+                json_object *p = json_object_new_object(), *drift = drift_kinds_of_device(&d->drift, rec->id);
+                if (p)
+                        json_object_object_add(p, "device", device_record_to_json(rec, drift));
+                json_object_put(drift);
+                return reply_and_put(c, p);
+        }
+}
+
+static int method_expect(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = {
+                { "name", PARAM_STRING },    { "match_kind", PARAM_STRING }, { "match_value", PARAM_STRING },
+                { "fs_type", PARAM_STRING }, { "fs_label", PARAM_STRING },   { "min_size", PARAM_INT },
+                {},
+        };
+        struct daemon *d = userdata;
+        json_object *name = param_get(params, "name"), *kind = param_get(params, "match_kind"),
+                    *value = param_get(params, "match_value"), *fs_type = param_get(params, "fs_type"),
+                    *fs_label = param_get(params, "fs_label"), *min_size = param_get(params, "min_size"), *p;
+        struct expectation *e;
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (!name || !ledger_name_valid(json_object_get_string(name)))
+                return server_reply_invalid_parameter(c, "name");
+        if (!kind || !expectation_match_kind_valid(json_object_get_string(kind)))
+                return server_reply_invalid_parameter(c, "match_kind");
+        if (!value || isempty(json_object_get_string(value)) || strlen(json_object_get_string(value)) > 4096 ||
+            (streq(json_object_get_string(kind), "loop_file") && json_object_get_string(value)[0] != '/'))
+                return server_reply_invalid_parameter(c, "match_value");
+        if (min_size && json_object_get_int64(min_size) < 0)
+                return server_reply_invalid_parameter(c, "min_size");
+        e = calloc(1, sizeof(*e));
+        if (!e)
                 return -ENOMEM;
-        json_object_object_add(p, "checked", json_object_new_int64(st.checked));
-        json_object_object_add(p, "appeared", json_object_new_int64(st.appeared));
-        json_object_object_add(p, "changed", json_object_new_int64(st.changed));
-        json_object_object_add(p, "disappeared", json_object_new_int64(st.disappeared));
-        json_object_object_add(p, "duration_ms", json_object_new_int64((now_monotonic_usec() - start) / USEC_PER_MSEC));
+        e->name = strdup(json_object_get_string(name));
+        e->match_kind = strdup(json_object_get_string(kind));
+        if (streq(e->match_kind, "loop_file")) {
+                /* The kernel reports the canonical path of a backing file. */
+                e->match_value = realpath(json_object_get_string(value), NULL);
+                if (!e->match_value)
+                        e->match_value = strdup(json_object_get_string(value));
+        } else
+                e->match_value = strdup(json_object_get_string(value));
+        e->fs_type = fs_type ? strdup(json_object_get_string(fs_type)) : NULL;
+        e->fs_label = fs_label ? strdup(json_object_get_string(fs_label)) : NULL;
+        e->min_size = min_size ? json_object_get_int64(min_size) : FIELD_NULL;
+        e->created = now_realtime_usec();
+        if (!e->name || !e->match_kind || !e->match_value || (fs_type && !e->fs_type) || (fs_label && !e->fs_label)) {
+                expectation_free(e);
+                return -ENOMEM;
+        }
+        p = expectation_to_json(e);
+        r = drift_put_expectation(&d->drift, d->journal, e);
+        if (r < 0) {
+                expectation_free(e);
+                json_object_put(p);
+                return r;
+        }
+        log_info("expectation %s set by uid %d", e->name, (int) client_uid(c));
+        reconcile_evaluate_drift(d);
+        {
+                json_object *o = json_object_new_object();
+                if (o)
+                        json_object_object_add(o, "expectation", p);
+                else
+                        json_object_put(p);
+                return reply_and_put(c, o);
+        }
+}
+
+static int method_unexpect(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "name", PARAM_STRING }, {} };
+        struct daemon *d = userdata;
+        json_object *name = param_get(params, "name");
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (!name)
+                return server_reply_invalid_parameter(c, "name");
+        r = drift_remove_expectation(&d->drift, d->journal, json_object_get_string(name));
+        if (r == -ENOENT) {
+                json_object *err = json_object_new_object();
+                if (!err)
+                        return -ENOMEM;
+                json_object_object_add(err, "name", json_object_get(name));
+                r = server_reply_error(c, "io.blkledger.NoSuchExpectation", err);
+                json_object_put(err);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        log_info("expectation %s removed by uid %d", json_object_get_string(name), (int) client_uid(c));
+        reconcile_evaluate_drift(d);
+        return server_reply(c, NULL);
+}
+
+static int method_list_expectations(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        json_object *p, *arr;
+
+        if (server_check_params(c, params, NULL) < 0)
+                return 0;
+        p = json_object_new_object();
+        arr = json_object_new_array();
+        if (!p || !arr) {
+                json_object_put(p);
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < d->drift.n_exps; i++)
+                json_object_array_add(arr, expectation_to_json(d->drift.exps[i]));
+        json_object_object_add(p, "expectations", arr);
+        return reply_and_put(c, p);
+}
+
+static int method_list_drift(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        json_object *p, *arr;
+
+        if (server_check_params(c, params, NULL) < 0)
+                return 0;
+        p = json_object_new_object();
+        arr = json_object_new_array();
+        if (!p || !arr) {
+                json_object_put(p);
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < d->drift.n_open; i++)
+                json_object_array_add(arr, drift_item_to_json(d->drift.open[i]));
+        json_object_object_add(p, "drift", arr);
         return reply_and_put(c, p);
 }
 
@@ -216,7 +402,12 @@ const struct method daemon_methods[] = {
         { "io.blkledger.GetDevice", method_get_device, 0 },
         { "io.blkledger.ListEvents", method_list_events, 0 },
         { "io.blkledger.Watch", method_watch, METHOD_MORE_ONLY },
-        { "io.blkledger.Rescan", method_rescan, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.Reconcile", method_reconcile, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.SetName", method_set_name, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.Expect", method_expect, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.Unexpect", method_unexpect, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.ListExpectations", method_list_expectations, 0 },
+        { "io.blkledger.ListDrift", method_list_drift, 0 },
         {},
 };
 

@@ -80,23 +80,33 @@ static int observe_parent_identity(struct udev_device *parent, struct observatio
 
 /* The loop driver knows the backing file's device and inode even after the file was
  * deleted (sysfs then shows "PATH (deleted)", which stat cannot find), and asking it
- * does not touch the backing file system, which may be the one that hangs. */
-static int loop_backing_inode(const char *devnode, const char *path, dev_t *ret_dev, ino_t *ret_ino) {
+ * does not touch the backing file system, which may be the one that hangs. The birth
+ * time, which tells a recycled inode from the original, comes from statx() on the path
+ * when the path still leads to that inode; it stays unknown otherwise. */
+static int loop_backing_inode(const char *devnode, const char *path, dev_t *ret_dev, ino_t *ret_ino,
+                              char ret_btime[static 48]) {
         struct loop_info64 info;
-        struct stat st;
+        struct statx stx;
+        bool known = false;
 
+        ret_btime[0] = 0;
         if (devnode) {
                 _cleanup_close_ int fd = open(devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
                 if (fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &info) == 0) {
                         *ret_dev = (dev_t) info.lo_device;
                         *ret_ino = (ino_t) info.lo_inode;
-                        return 0;
+                        known = true;
                 }
         }
-        if (stat(path, &st) < 0)
-                return -errno;
-        *ret_dev = st.st_dev;
-        *ret_ino = st.st_ino;
+        if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, STATX_INO | STATX_BTIME, &stx) < 0)
+                return known ? 0 : -errno;
+        if (!known) {
+                *ret_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+                *ret_ino = stx.stx_ino;
+        } else if (makedev(stx.stx_dev_major, stx.stx_dev_minor) != *ret_dev || stx.stx_ino != *ret_ino)
+                return 0; /* the path now names another file */
+        if (stx.stx_mask & STATX_BTIME)
+                snprintf(ret_btime, 48, "%lld.%09u", (long long) stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec);
         return 0;
 }
 
@@ -161,13 +171,16 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
         if (!isempty(v)) {
                 dev_t dev = 0;
                 ino_t ino = 0;
-                if (loop_backing_inode(udev_device_get_devnode(d), v, &dev, &ino) == 0) {
+                char btime[48];
+                if (loop_backing_inode(udev_device_get_devnode(d), v, &dev, &ino, btime) == 0) {
                         char buf[64];
                         snprintf(buf, sizeof(buf), "%u:%u", major(dev), minor(dev));
                         if (observation_set(&o, "X:backing_dev", buf) < 0)
                                 goto fail;
                         snprintf(buf, sizeof(buf), "%llu", (unsigned long long) ino);
                         if (observation_set(&o, "X:backing_ino", buf) < 0)
+                                goto fail;
+                        if (btime[0] && observation_set(&o, "X:backing_btime", btime) < 0)
                                 goto fail;
                 }
         }

@@ -19,11 +19,14 @@ static void help(void) {
                "      --event-source SOURCE  auto (default), udev or kernel\n"
                "      --rescan-interval SEC  full scan every SEC seconds, 0 = never (default 300)\n"
                "      --receive-buffer BYTES netlink receive buffer for device events\n"
-               "                             (default 134217728; 0 = the kernel's default)\n"
+               "                             (default 134217728; 0 = the kernel's default;\n"
+               "                             tests make it small to force event loss)\n"
                "      --max-clients N        connections served at once (default %u)\n"
                "      --watch-max-lag N      events a blocked watcher may fall behind (default %lld)\n"
                "      --log-level LEVEL      error, warning, info (default) or debug\n"
                "      --observe DEVICE       print what the daemon reads about DEVICE and exit\n"
+               "      --initial-pass-delay SEC  start the first pass SEC seconds late (for tests:\n"
+               "                             the ledger is served unverified meanwhile)\n"
                "  -h, --help                 show this help\n"
                "  -V, --version              show the version\n"
                "\n"
@@ -52,6 +55,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_WATCH_MAX_LAG,
                 ARG_LOG_LEVEL,
                 ARG_OBSERVE,
+                ARG_INITIAL_PASS_DELAY,
         };
         static const struct option longopts[] = {
                 { "foreground", no_argument, NULL, 'f' },
@@ -65,6 +69,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "watch-max-lag", required_argument, NULL, ARG_WATCH_MAX_LAG },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "observe", required_argument, NULL, ARG_OBSERVE },
+                { "initial-pass-delay", required_argument, NULL, ARG_INITIAL_PASS_DELAY },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -154,6 +159,11 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         if (r < 0)
                                 FAIL("invalid --log-level '%s': use error, warning, info or debug", optarg);
                         o->log_level = r;
+                        break;
+                case ARG_INITIAL_PASS_DELAY:
+                        if (parse_bounded(optarg, 0, 3600, &v) < 0)
+                                FAIL("invalid --initial-pass-delay '%s': seconds", optarg);
+                        o->initial_pass_delay = v * USEC_PER_SEC;
                         break;
                 case ARG_OBSERVE:
                         free(o->observe);

@@ -22,6 +22,7 @@ struct options {
         int64_t rescan_interval;   /* usec between periodic full scans, 0 = never */
         struct server_limits limits;
         char *observe;             /* --observe DEVICE: print one observation and exit */
+        int64_t initial_pass_delay; /* usec the first pass waits (tests of unverified state) */
 };
 
 /* Returns 0 to run, 1 when --help or --version was printed, negative errno on a bad

@@ -78,11 +78,18 @@ struct client {
         bool closing;       /* close once out is flushed */
         bool eof;           /* peer shut down its side */
         bool watching;
+        unsigned call_flags;  /* VL_CALL_* of the running call */
         int64_t watch_cursor;
         int64_t partial_since; /* monotonic usec; 0 = no partial message */
         int64_t stalled_since; /* monotonic usec; 0 = output is moving */
         bool stall_warned;     /* a stalled watcher was told where to resume */
         struct ev_defer more_calls; /* continues client_process next iteration */
+        struct server_call *deferred; /* the running call answers later */
+};
+
+struct server_call {
+        struct client *client; /* NULL once the client is gone */
+        unsigned flags;        /* VL_CALL_* of the call */
 };
 
 struct server {
@@ -121,6 +128,8 @@ static void client_free(struct client *c) {
                 c->next->prev = c->prev;
         s->n_clients--;
         ev_defer_cancel(s->loop, &c->more_calls);
+        if (c->deferred)
+                c->deferred->client = NULL;
         ev_io_free(c->io);
         close(c->fd);
         vl_buf_free(&c->in);
@@ -362,8 +371,9 @@ static void dispatch(struct client *c, const char *msg, size_t len) {
         if (c->oneway && !(m->flags & METHOD_SIDE_EFFECTS))
                 goto done; /* no reply wanted and nothing to change: nothing to do */
         c->in_call = true;
+        c->call_flags = call.flags;
         r = m->fn(c, call.parameters, call.flags, s->userdata);
-        if (c->in_call && !c->watching) {
+        if (c->in_call && !c->watching && !c->deferred) {
                 /* The method failed without saying why (or forgot to reply). */
                 log_warning_errno(r, "%s failed", call.method);
                 reply_error_string(c, "io.blkledger.InternalError", "reason",
@@ -671,6 +681,63 @@ static void listen_handler(struct ev_io *io, uint32_t revents, void *userdata) {
                 s->n_clients++;
                 log_debug("client connected: pid %d uid %d", (int) c->pid, (int) c->uid);
         }
+}
+
+struct server_call *server_call_defer(struct client *c) {
+        struct server_call *call = calloc(1, sizeof(*call));
+
+        if (!call)
+                return NULL;
+        call->client = c;
+        call->flags = c->call_flags;
+        c->deferred = call;
+        return call;
+}
+
+bool server_call_wants_more(const struct server_call *call) {
+        return call->flags & VL_CALL_MORE;
+}
+
+bool server_call_connected(const struct server_call *call) {
+        return call->client != NULL;
+}
+
+/* Ends a deferred call: the client may go on with its next calls. */
+static void call_finish(struct server_call *call) {
+        struct client *c = call->client;
+
+        free(call);
+        if (!c)
+                return;
+        c->deferred = NULL;
+        client_kick(c, 0);
+}
+
+int server_call_reply(struct server_call *call, json_object *params, bool continues) {
+        struct client *c = call->client;
+        int r = 0;
+
+        if (c) {
+                if (continues && !(call->flags & VL_CALL_MORE))
+                        return 0; /* progress only for callers who asked for more */
+                r = reply_full(c, params, continues);
+                if (continues) {
+                        client_kick(c, 0);
+                        return r;
+                }
+        } else if (continues)
+                return 0;
+        call_finish(call);
+        return r;
+}
+
+int server_call_error(struct server_call *call, const char *error, json_object *params) {
+        int r = 0;
+
+        if (call->client)
+                r = server_reply_error(call->client, error, params);
+        call_finish(call);
+        return r;
 }
 
 void server_tick(struct server *s, int64_t now) {

@@ -83,6 +83,17 @@ int server_start_watch(struct client *c, int64_t since);
 
 uid_t client_uid(const struct client *c);
 
+/* A method that answers later (Reconcile waits for a pass) takes a handle and returns
+ * 0 without replying. The handle outlives the client: replying to a call whose client
+ * left does nothing. The final reply or error frees it. */
+struct server_call;
+struct server_call *server_call_defer(struct client *c);
+bool server_call_wants_more(const struct server_call *call);
+bool server_call_connected(const struct server_call *call);
+/* continues: a progress reply, sent only if the call asked for more. */
+int server_call_reply(struct server_call *call, json_object *params, bool continues);
+int server_call_error(struct server_call *call, const char *error, json_object *params);
+
 /* Parameter checking for method implementations. */
 enum param_type { PARAM_INT, PARAM_STRING, PARAM_BOOL };
 struct param_spec {

@@ -244,18 +244,18 @@ bool path_is_under(const char *path, const char *dir) {
         return strncmp(path, dir, l) == 0 && path[l] == '/';
 }
 
-char *getopt_error_message(const char *arg, int optopt) {
+char *getopt_error_message(const char *arg, int opt) {
         const char *eq;
         char *m;
         int r;
 
         if (startswith(arg, "--")) {
                 eq = strchr(arg, '=');
-                if (optopt && eq)
+                if (opt && eq)
                         r = asprintf(&m, "option '%.*s' takes no argument", (int) (eq - arg), arg);
                 else
                         r = asprintf(&m, "unknown option '%s' (see --help)", arg);
         } else
-                r = asprintf(&m, "unknown option '-%c' (see --help)", optopt);
+                r = asprintf(&m, "unknown option '-%c' (see --help)", opt);
         return r < 0 ? NULL : m;
 }

@@ -105,10 +105,11 @@ int parse_uint64(const char *s, uint64_t *ret);
 /* Read a small text file (sysfs attribute); strips one trailing newline. */
 int read_one_line(const char *path, char **ret);
 
-/* The message for getopt_long()'s '?': arg is argv[optind - 1]. A long option is named
- * by arg ("--json=yes" for one that takes no argument: optopt is then its value), a short
- * one by optopt, also inside a cluster such as "-xj". Allocated; NULL without memory. */
-char *getopt_error_message(const char *arg, int optopt);
+/* The message for getopt_long()'s '?': arg is argv[optind - 1], opt is optopt. A long
+ * option is named by arg ("--json=yes" for one that takes no argument: optopt is then
+ * its value), a short one by opt, also inside a cluster such as "-xj". Allocated; NULL
+ * without memory. */
+char *getopt_error_message(const char *arg, int opt);
 
 /* Path helpers. */
 bool path_is_under(const char *path, const char *dir);

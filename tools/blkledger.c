@@ -42,8 +42,19 @@ static int connect_daemon(const struct cli_args *a, struct blkledger **ret) {
 }
 
 /* Turns a failed call into one line on stderr. */
+/* Turns a failed call into one line on stderr. */
 static int call_failed(struct blkledger *b, const char *what, int r) {
+        static const struct {
+                const char *error, *member, *before, *after; /* before MEMBER after */
+        } known[] = {
+                { "io.blkledger.NoSuchDevice", "name", "no such device: ", "" },
+                { "io.blkledger.NoSuchExpectation", "name", "no such expectation: ", "" },
+                { "io.blkledger.NameTaken", "name", "the name ", " is taken by another device" },
+                { "org.varlink.service.InvalidParameter", "parameter", "invalid value for ", "" },
+                { "io.blkledger.InternalError", "reason", "the daemon failed: ", "" },
+        };
         const char *err = blkledger_get_error(b);
+        json_object *p, *v;
         _cleanup_free_ char *e = NULL;
 
         if (r != -EREMOTEIO || !err) {
@@ -51,20 +62,18 @@ static int call_failed(struct blkledger *b, const char *what, int r) {
                         return fail("%s: the daemon closed the connection", what);
                 return fail("%s: %s", what, strerror(-r));
         }
-        {
-                json_object *p = json_tokener_parse(blkledger_get_error_parameters(b) ?: "{}"), *v = NULL;
-                if (streq(err, "io.blkledger.NoSuchDevice") && json_object_object_get_ex(p, "name", &v)) {
+        if (streq(err, "org.varlink.service.PermissionDenied"))
+                return fail("%s: permission denied (needs root)", what);
+        p = json_tokener_parse(blkledger_get_error_parameters(b) ?: "{}");
+        for (size_t i = 0; i < ELEMENTSOF(known); i++)
+                if (streq(err, known[i].error) && json_object_object_get_ex(p, known[i].member, &v) && v) {
                         e = cli_escape(json_object_get_string(v));
                         json_object_put(p);
-                        return fail("no such device: %s", e ? e : "?");
+                        fprintf(stderr, "blkledger: %s%s%s\n", known[i].before, e ? e : "?", known[i].after);
+                        return -1;
                 }
-                if (streq(err, "org.varlink.service.PermissionDenied")) {
-                        json_object_put(p);
-                        return fail("%s: permission denied (needs root)", what);
-                }
-                e = cli_escape(blkledger_get_error_parameters(b) ?: "");
-                json_object_put(p);
-        }
+        json_object_put(p);
+        e = cli_escape(blkledger_get_error_parameters(b) ?: "");
         return fail("%s: %s %s", what, err, e ? e : "");
 }
 
@@ -97,10 +106,29 @@ static int print_json(json_object *o) {
         return 0;
 }
 
+/* "duplicate_uuid,missing" from the device's drift kinds, or NULL. */
+static char *drift_kinds(json_object *d) {
+        json_object *arr;
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        if (!json_object_object_get_ex(d, "drift", &arr) || !arr || json_object_array_length(arr) == 0)
+                return NULL;
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return NULL;
+        for (size_t i = 0; i < json_object_array_length(arr); i++)
+                fprintf(f, "%s%s", i ? "," : "", json_object_get_string(json_object_array_get_idx(arr, i)));
+        fclose(f);
+        return buf;
+}
+
 static int cmd_list(struct blkledger *b, const struct cli_args *a) {
-        static const char *const headers[] = { "ID", "NAME", "MAJ:MIN", "SIZE", "RO", "TYPE", "FSTYPE",
-                                                "LABEL", "UUID", "STATE" };
+        static const char *const headers[] = { "ID", "NAME", "KNAME", "MAJ:MIN", "SIZE", "RO", "FSTYPE",
+                                                "LABEL", "UUID", "STATE", "DRIFT" };
         json_object *params = json_object_new_object(), *reply, *devs;
+        bool unverified = false;
         struct table *t;
 
         if (a->state)
@@ -124,24 +152,31 @@ static int cmd_list(struct blkledger *b, const struct cli_args *a) {
                 return fail("out of memory");
         }
         table_set_right_aligned(t, 0);
-        table_set_right_aligned(t, 3);
+        table_set_right_aligned(t, 4);
         for (size_t i = 0; i < json_object_array_length(devs); i++) {
                 json_object *d = json_object_array_get_idx(devs, i), *v;
-                char id[24], size[FORMAT_SIZE_MAX] = "-", ro[4] = "-";
+                char id[24], size[FORMAT_SIZE_MAX] = "-", ro[4] = "-", state[32];
+                _cleanup_free_ char *drift = drift_kinds(d);
+                bool verified = json_object_object_get_ex(d, "verified", &v) && json_object_get_boolean(v);
 
                 snprintf(id, sizeof(id), "%s", str_member(d, "id") ?: "?");
                 if (json_object_object_get_ex(d, "size_bytes", &v) && v)
                         format_size((uint64_t) json_object_get_int64(v), size);
                 if (json_object_object_get_ex(d, "read_only", &v) && v)
                         snprintf(ro, sizeof(ro), "%d", json_object_get_boolean(v));
+                /* Facts not yet checked by this run are marked, never shown as fresh. */
+                snprintf(state, sizeof(state), "%s%s", str_member(d, "state") ?: "?", verified ? "" : "?");
+                unverified |= !verified;
                 const char *row[] = {
-                        id, str_member(d, "kname"), str_member(d, "dev"), size, ro,
-                        str_member(d, "devtype"), str_member(d, "fs_type"), str_member(d, "fs_label"),
-                        str_member(d, "fs_uuid"), str_member(d, "state"),
+                        id, str_member(d, "name"), str_member(d, "kname"), str_member(d, "dev"), size, ro,
+                        str_member(d, "fs_type"), str_member(d, "fs_label"), str_member(d, "fs_uuid"), state,
+                        drift ? drift : NULL,
                 };
                 table_add_row(t, row);
         }
         table_print(t, stdout, !a->no_legend);
+        if (unverified && !a->no_legend)
+                printf("(?: not yet verified since the daemon started)\n");
         table_free(t);
         json_object_put(reply);
         return 0;
@@ -372,24 +407,188 @@ static int cmd_status(struct blkledger *b, const struct cli_args *a) {
         return 0;
 }
 
-static int cmd_rescan(struct blkledger *b, const struct cli_args *a) {
-        json_object *reply = call(b, "io.blkledger.Rescan", NULL), *v;
+static void print_summary(json_object *o) {
+        static const char *const keys[] = { "checked", "appeared", "changed", "renamed", "disappeared",
+                                            "unresponsive", "drift_open", "duration_ms" };
+        int64_t n[ELEMENTSOF(keys)] = {};
+        json_object *v;
 
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (json_object_object_get_ex(o, keys[i], &v))
+                        n[i] = json_object_get_int64(v);
+        printf("pass complete in %lld ms: %lld checked, %lld appeared, %lld changed, %lld renamed, "
+               "%lld disappeared, %lld unresponsive; %lld drift open\n",
+               (long long) n[7], (long long) n[0], (long long) n[1], (long long) n[2], (long long) n[3],
+               (long long) n[4], (long long) n[5], (long long) n[6]);
+}
+
+static int cmd_reconcile(struct blkledger *b, const struct cli_args *a) {
+        /* Progress only where a person watches, and only if the pass takes a moment:
+         * the daemon sends it at most four times a second. */
+        bool progress = !a->json && isatty(STDERR_FILENO);
+        bool shown = false;
+        int r, continues = 1;
+
+        blkledger_set_timeout(b, -1);
+        r = blkledger_call_more(b, "io.blkledger.Reconcile", NULL);
+        if (r < 0)
+                return call_failed(b, "reconcile", r);
+        while (continues) {
+                _cleanup_free_ char *reply = NULL;
+                json_object *o, *v;
+
+                r = blkledger_receive(b, &reply, &continues);
+                if (r < 0) {
+                        if (shown)
+                                fputc('\n', stderr);
+                        return call_failed(b, "reconcile", r);
+                }
+                o = json_tokener_parse(reply);
+                if (!o)
+                        return fail("reconcile: unreadable reply");
+                if (continues) {
+                        int64_t done = json_object_object_get_ex(o, "devices_done", &v) ? json_object_get_int64(v) : 0;
+                        int64_t total = json_object_object_get_ex(o, "devices_total", &v) ? json_object_get_int64(v) : 0;
+                        if (progress) {
+                                fprintf(stderr, "\rreconciling: %lld of %lld devices", (long long) done, (long long) total);
+                                shown = true;
+                        }
+                        json_object_put(o);
+                        continue;
+                }
+                if (shown)
+                        fputs("\r\033[K", stderr);
+                if (a->json)
+                        print_json(o);
+                else
+                        print_summary(o);
+                json_object_put(o);
+        }
+        return 0;
+}
+
+static int cmd_name(struct blkledger *b, const struct cli_args *a) {
+        json_object *params = json_object_new_object(), *reply, *dev;
+
+        json_object_object_add(params, "device", json_object_new_string(a->device));
+        json_object_object_add(params, "name", a->name ? json_object_new_string(a->name) : NULL);
+        reply = call(b, "io.blkledger.SetName", params);
+        json_object_put(params);
+        if (!reply)
+                return -1;
+        dev = json_object_object_get(reply, "device");
+        if (a->json)
+                print_json(dev);
+        else if (a->name)
+                printf("device %s (%s) is named %s\n", str_member(dev, "id") ?: "?", str_member(dev, "kname") ?: "-",
+                       a->name);
+        else
+                printf("device %s (%s) has no name\n", str_member(dev, "id") ?: "?", str_member(dev, "kname") ?: "-");
+        json_object_put(reply);
+        return 0;
+}
+
+static int cmd_expect(struct blkledger *b, const struct cli_args *a) {
+        json_object *params = json_object_new_object(), *reply;
+
+        json_object_object_add(params, "name", json_object_new_string(a->name));
+        json_object_object_add(params, "match_kind", json_object_new_string(a->match_kind));
+        json_object_object_add(params, "match_value", json_object_new_string(a->match_value));
+        if (a->fs_type)
+                json_object_object_add(params, "fs_type", json_object_new_string(a->fs_type));
+        if (a->fs_label)
+                json_object_object_add(params, "fs_label", json_object_new_string(a->fs_label));
+        if (a->min_size >= 0)
+                json_object_object_add(params, "min_size", json_object_new_int64(a->min_size));
+        reply = call(b, "io.blkledger.Expect", params);
+        json_object_put(params);
+        if (!reply)
+                return -1;
+        if (a->json)
+                print_json(json_object_object_get(reply, "expectation"));
+        else
+                printf("expectation %s recorded; 'blkledger drift' shows where reality differs\n", a->name);
+        json_object_put(reply);
+        return 0;
+}
+
+static int cmd_unexpect(struct blkledger *b, const struct cli_args *a) {
+        json_object *params = json_object_new_object(), *reply;
+
+        json_object_object_add(params, "name", json_object_new_string(a->name));
+        reply = call(b, "io.blkledger.Unexpect", params);
+        json_object_put(params);
         if (!reply)
                 return -1;
         if (a->json)
                 print_json(reply);
-        else {
-                int64_t n[5] = {};
-                static const char *const keys[] = { "checked", "appeared", "changed", "disappeared", "duration_ms" };
-                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-                        if (json_object_object_get_ex(reply, keys[i], &v))
-                                n[i] = json_object_get_int64(v);
-                printf("checked %lld devices in %lld ms: %lld appeared, %lld changed, %lld disappeared\n",
-                       (long long) n[0], (long long) n[4], (long long) n[1], (long long) n[2], (long long) n[3]);
-        }
         json_object_put(reply);
         return 0;
+}
+
+static int cmd_expectations(struct blkledger *b, const struct cli_args *a) {
+        static const char *const headers[] = { "NAME", "MATCH", "FSTYPE", "LABEL", "MIN-SIZE" };
+        json_object *reply = call(b, "io.blkledger.ListExpectations", NULL), *arr;
+        struct table *t;
+
+        if (!reply)
+                return -1;
+        arr = json_object_object_get(reply, "expectations");
+        if (a->json) {
+                print_json(arr);
+                json_object_put(reply);
+                return 0;
+        }
+        t = table_new(headers, ELEMENTSOF(headers));
+        for (size_t i = 0; t && i < json_object_array_length(arr); i++) {
+                json_object *e = json_object_array_get_idx(arr, i), *v;
+                char size[FORMAT_SIZE_MAX] = "-", match[4200] = "-";
+                if (json_object_object_get_ex(e, "min_size", &v) && v)
+                        format_size((uint64_t) json_object_get_int64(v), size);
+                if (json_object_object_get_ex(e, "match", &v) && v) {
+                        json_object_object_foreach(v, key, val)
+                                snprintf(match, sizeof(match), "%s=%s", key, json_object_get_string(val));
+                }
+                const char *row[] = { str_member(e, "name"), match, str_member(e, "fs_type"), str_member(e, "fs_label"),
+                                      size };
+                table_add_row(t, row);
+        }
+        if (t) {
+                table_set_right_aligned(t, 4);
+                table_print(t, stdout, !a->no_legend);
+        }
+        table_free(t);
+        json_object_put(reply);
+        return t ? 0 : fail("out of memory");
+}
+
+static int cmd_drift(struct blkledger *b, const struct cli_args *a) {
+        static const char *const headers[] = { "KIND", "NAME", "DEVICE", "SINCE", "DETAIL" };
+        json_object *reply = call(b, "io.blkledger.ListDrift", NULL), *arr;
+        struct table *t;
+
+        if (!reply)
+                return -1;
+        arr = json_object_object_get(reply, "drift");
+        if (a->json) {
+                print_json(arr);
+                json_object_put(reply);
+                return 0;
+        }
+        t = table_new(headers, ELEMENTSOF(headers));
+        for (size_t i = 0; t && i < json_object_array_length(arr); i++) {
+                json_object *e = json_object_array_get_idx(arr, i), *detail;
+                detail = json_object_object_get(e, "detail");
+                const char *row[] = { str_member(e, "kind"), str_member(e, "name"), str_member(e, "device_id"),
+                                      str_member(e, "since"),
+                                      detail ? json_object_to_json_string_ext(detail, JSON_LINE) : NULL };
+                table_add_row(t, row);
+        }
+        if (t)
+                table_print(t, stdout, !a->no_legend);
+        table_free(t);
+        json_object_put(reply);
+        return t ? 0 : fail("out of memory");
 }
 
 int main(int argc, char **argv) {
@@ -423,8 +622,23 @@ int main(int argc, char **argv) {
                 case CMD_STATUS:
                         r = cmd_status(b, &a);
                         break;
-                case CMD_RESCAN:
-                        r = cmd_rescan(b, &a);
+                case CMD_RECONCILE:
+                        r = cmd_reconcile(b, &a);
+                        break;
+                case CMD_NAME:
+                        r = cmd_name(b, &a);
+                        break;
+                case CMD_EXPECT:
+                        r = cmd_expect(b, &a);
+                        break;
+                case CMD_UNEXPECT:
+                        r = cmd_unexpect(b, &a);
+                        break;
+                case CMD_EXPECTATIONS:
+                        r = cmd_expectations(b, &a);
+                        break;
+                case CMD_DRIFT:
+                        r = cmd_drift(b, &a);
                         break;
                 default:
                         r = -1;

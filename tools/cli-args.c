@@ -1,29 +1,77 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
+#include <ctype.h>
 #include <getopt.h>
+#include <limits.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "util.h"
+
+/* Options a command takes, beyond the global ones. */
+enum {
+        OPT_STATE = 1 << 0,
+        OPT_SINCE = 1 << 1,
+        OPT_LIMIT = 1 << 2,
+        OPT_MATCH = 1 << 3,
+        OPT_FS_TYPE = 1 << 4,
+        OPT_FS_LABEL = 1 << 5,
+        OPT_MIN_SIZE = 1 << 6,
+        OPT_REMOVE = 1 << 7,
+};
+
+static const struct command {
+        const char *name;
+        enum cli_command cmd;
+        unsigned min_args, max_args;
+        unsigned options;
+        const char *usage; /* arguments and options */
+        const char *help;  /* what it does */
+} commands[] = {
+        { "list", CMD_LIST, 0, 0, OPT_STATE, "[--state present|gone]",
+          "Every device the ledger knows, present or gone: name, drift marker (!) and facts." },
+        { "show", CMD_SHOW, 1, 1, 0, "DEVICE|ID",
+          "One device, by ledger id, ledger name, kernel name, /dev path or MAJ:MIN." },
+        { "history", CMD_HISTORY, 0, 1, OPT_SINCE | OPT_LIMIT, "[DEVICE|ID] [--since SEQ] [--limit N]",
+          "Recorded events, oldest first: of one device, or all (of the daemon too)." },
+        { "watch", CMD_WATCH, 0, 0, OPT_SINCE, "[--since SEQ]",
+          "Follow events as they are committed until interrupted; --since replays from a seq." },
+        { "status", CMD_STATUS, 0, 0, 0, "", "What the daemon is doing." },
+        { "reconcile", CMD_RECONCILE, 0, 0, 0, "",
+          "Run a full pass now (every device observed again, drift evaluated) and print its\n"
+          "summary. Exits 0 when the pass completed, whatever drift it found. Root only." },
+        { "name", CMD_NAME, 1, 2, OPT_REMOVE, "DEVICE|ID NAME | DEVICE|ID --remove",
+          "Give a device a unique name that follows its identity (or remove it). Root only." },
+        { "expect", CMD_EXPECT, 1, 1, OPT_MATCH | OPT_FS_TYPE | OPT_FS_LABEL | OPT_MIN_SIZE,
+          "NAME --match serial=S|wwn=W|fs-uuid=U|loop-file=PATH [--fs-type T] [--fs-label L]\n"
+          "                [--min-size SIZE]",
+          "Record a desired state; the reconciler reports where reality differs (drift).\n"
+          "SIZE takes K, M, G, T suffixes. The same NAME replaces the expectation. Root only." },
+        { "unexpect", CMD_UNEXPECT, 1, 1, 0, "NAME", "Remove an expectation; its drift closes. Root only." },
+        { "expectations", CMD_EXPECTATIONS, 0, 0, 0, "", "The recorded expectations." },
+        { "drift", CMD_DRIFT, 0, 0, 0, "",
+          "Every open difference between desired and actual state, or between the ledger and\n"
+          "the devices: missing, unexpected_fs, label_mismatch, too_small, identity_conflict,\n"
+          "duplicate_uuid." },
+};
 
 static void help(void) {
         printf("Usage: blkledger [OPTION]... COMMAND [ARG]...\n"
                "Ask blkledgerd what it knows about the host's block devices.\n"
                "\n"
-               "Commands:\n"
-               "  list [--state present|gone]      every device the ledger knows\n"
-               "  show DEVICE|ID                   one device: kernel name, /dev path, MAJ:MIN or id\n"
-               "  history [DEVICE|ID] [--since SEQ] [--limit N]\n"
-               "                                   recorded events, oldest first\n"
-               "  watch [--since SEQ]              follow new events until interrupted\n"
-               "  status                           what the daemon is doing\n"
-               "  rescan                           re-read every device now (root)\n"
-               "\n"
+               "Commands:\n");
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                const char *nl = strchr(commands[i].help, '\n');
+                printf("  %-14s %.*s\n", commands[i].name,
+                       (int) (nl ? (size_t) (nl - commands[i].help) : strlen(commands[i].help)), commands[i].help);
+        }
+        printf("\n"
                "Options:\n"
                "  -s, --socket PATH   daemon socket (default $BLKLEDGER_SOCKET or %s)\n"
                "  -j, --json          JSON output for scripts (watch: one object per line)\n"
                "  -n, --no-legend     tables without a header line\n"
-               "  -h, --help          show this help\n"
+               "  -h, --help          show this help, or a command's with COMMAND --help\n"
                "  -V, --version       show the version\n"
                "\n"
                "Exit status: 0 success, 1 failure, 2 bad command line.\n"
@@ -31,18 +79,84 @@ static void help(void) {
                BL_DEFAULT_SOCKET);
 }
 
-static const struct {
-        const char *name;
-        enum cli_command cmd;
-        unsigned min_args, max_args;
-} commands[] = {
-        { "list", CMD_LIST, 0, 0 },       { "show", CMD_SHOW, 1, 1 },
-        { "history", CMD_HISTORY, 0, 1 }, { "watch", CMD_WATCH, 0, 0 },
-        { "status", CMD_STATUS, 0, 0 },   { "rescan", CMD_RESCAN, 0, 0 },
-};
+static void command_help(const struct command *c) {
+        printf("Usage: blkledger [OPTION]... %s %s\n\n%s\n\n"
+               "Options: -s/--socket PATH, -j/--json, -n/--no-legend (see blkledger --help).\n",
+               c->name, c->usage, c->help);
+}
+
+int cli_parse_size(const char *s, int64_t *ret) {
+        static const char units[] = "KMGTPE";
+        const char *u;
+        char *end;
+        double v;
+        int shift = 0;
+
+        /* Digits with at most one decimal point: strtod alone would take hex and
+         * exponents ("0x1B" is not one byte, "1e3" not a size anyone types). */
+        if (isempty(s) || !isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        for (end = (char *) s; isdigit((unsigned char) *end); end++)
+                ;
+        if (*end == '.') {
+                if (!isdigit((unsigned char) end[1]))
+                        return -EINVAL;
+                for (end++; isdigit((unsigned char) *end); end++)
+                        ;
+        }
+        errno = 0;
+        v = strtod(s, NULL);
+        if (errno != 0)
+                return -EINVAL;
+        /* 512, 512B, 64K, 64M, 64MiB, 1.5G, 1.5GB: binary units, like lsblk prints. */
+        if (*end && (u = strchr(units, toupper((unsigned char) *end)))) {
+                shift = (int) (u - units + 1) * 10;
+                end++;
+        }
+        if (*end && strcasecmp(end, "B") != 0 && !(shift && strcasecmp(end, "iB") == 0))
+                return -EINVAL;
+        v *= (double) (1ULL << shift);
+        if (v >= 9.2e18)
+                return -ERANGE;
+        *ret = (int64_t) v;
+        return 0;
+}
+
+/* --match serial=S | wwn=W | fs-uuid=U | loop-file=PATH */
+static int parse_match(const char *arg, struct cli_args *a) {
+        static const struct {
+                const char *key, *kind;
+        } keys[] = { { "serial", "serial" }, { "wwn", "wwn" }, { "fs-uuid", "fs_uuid" }, { "loop-file", "loop_file" } };
+        const char *eq = strchr(arg, '=');
+
+        if (!eq || !eq[1])
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (strlen(keys[i].key) != (size_t) (eq - arg) || strncmp(arg, keys[i].key, (size_t) (eq - arg)) != 0)
+                        continue;
+                free(a->match_kind);
+                free(a->match_value);
+                a->match_kind = strdup(keys[i].kind);
+                if (streq(keys[i].kind, "loop_file") && eq[1] != '/') {
+                        /* The daemon runs elsewhere: make a relative path absolute here. */
+                        char cwd[PATH_MAX];
+                        if (!getcwd(cwd, sizeof(cwd)) || asprintf(&a->match_value, "%s/%s", cwd, eq + 1) < 0)
+                                a->match_value = NULL;
+                } else
+                        a->match_value = strdup(eq + 1);
+                return a->match_kind && a->match_value ? 0 : -ENOMEM;
+        }
+        return -EINVAL;
+}
+
+static char *replace(char **field, const char *value) {
+        free(*field);
+        *field = strdup(value);
+        return *field;
+}
 
 int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
-        enum { ARG_STATE = 0x100, ARG_SINCE, ARG_LIMIT };
+        enum { ARG_STATE = 0x100, ARG_SINCE, ARG_LIMIT, ARG_MATCH, ARG_FS_TYPE, ARG_FS_LABEL, ARG_MIN_SIZE, ARG_REMOVE };
         static const struct option longopts[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, 'j' },
@@ -50,17 +164,31 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { "state", required_argument, NULL, ARG_STATE },
                 { "since", required_argument, NULL, ARG_SINCE },
                 { "limit", required_argument, NULL, ARG_LIMIT },
+                { "match", required_argument, NULL, ARG_MATCH },
+                { "fs-type", required_argument, NULL, ARG_FS_TYPE },
+                { "fs-label", required_argument, NULL, ARG_FS_LABEL },
+                { "min-size", required_argument, NULL, ARG_MIN_SIZE },
+                { "remove", no_argument, NULL, ARG_REMOVE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
+        static const struct {
+                unsigned flag;
+                const char *name;
+        } option_names[] = {
+                { OPT_STATE, "--state" }, { OPT_SINCE, "--since" }, { OPT_LIMIT, "--limit" },
+                { OPT_MATCH, "--match" }, { OPT_FS_TYPE, "--fs-type" }, { OPT_FS_LABEL, "--fs-label" },
+                { OPT_MIN_SIZE, "--min-size" }, { OPT_REMOVE, "--remove" },
+        };
+        const struct command *cmd = NULL;
         char *positional[4];
-        unsigned n_pos = 0;
-        bool have_cmd = false;
+        unsigned n_pos = 0, used = 0;
+        bool want_help = false;
         int c;
 
         *ret_error = NULL;
-        *a = (struct cli_args) { .since = -1 };
+        *a = (struct cli_args) { .since = -1, .min_size = -1 };
 
 #define FAIL(...)                                                                         \
         do {                                                                              \
@@ -84,8 +212,8 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 case 's':
                         if (isempty(optarg))
                                 FAIL("--socket needs a path");
-                        free(a->socket);
-                        a->socket = strdup(optarg);
+                        if (!replace(&a->socket, optarg))
+                                return -ENOMEM;
                         break;
                 case 'j':
                         a->json = true;
@@ -96,22 +224,50 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 case ARG_STATE:
                         if (!streq(optarg, "present") && !streq(optarg, "gone"))
                                 FAIL("--state must be 'present' or 'gone'");
-                        free(a->state);
-                        a->state = strdup(optarg);
+                        if (!replace(&a->state, optarg))
+                                return -ENOMEM;
+                        used |= OPT_STATE;
                         break;
                 case ARG_SINCE:
                         if (parse_int64(optarg, &v) < 0 || v < 0)
                                 FAIL("--since needs a sequence number, not '%s'", optarg);
                         a->since = v;
+                        used |= OPT_SINCE;
                         break;
                 case ARG_LIMIT:
                         if (parse_int64(optarg, &v) < 0 || v <= 0)
                                 FAIL("--limit needs a positive number, not '%s'", optarg);
                         a->limit = v;
+                        used |= OPT_LIMIT;
+                        break;
+                case ARG_MATCH:
+                        if (parse_match(optarg, a) < 0)
+                                FAIL("--match needs serial=S, wwn=W, fs-uuid=U or loop-file=PATH, not '%s'", optarg);
+                        used |= OPT_MATCH;
+                        break;
+                case ARG_FS_TYPE:
+                        if (isempty(optarg) || !replace(&a->fs_type, optarg))
+                                FAIL("--fs-type needs a filesystem type");
+                        used |= OPT_FS_TYPE;
+                        break;
+                case ARG_FS_LABEL:
+                        if (!replace(&a->fs_label, optarg))
+                                return -ENOMEM;
+                        used |= OPT_FS_LABEL;
+                        break;
+                case ARG_MIN_SIZE:
+                        if (cli_parse_size(optarg, &v) < 0)
+                                FAIL("--min-size needs a size such as 1073741824 or 1G, not '%s'", optarg);
+                        a->min_size = v;
+                        used |= OPT_MIN_SIZE;
+                        break;
+                case ARG_REMOVE:
+                        a->remove = true;
+                        used |= OPT_REMOVE;
                         break;
                 case 'h':
-                        help();
-                        return 1;
+                        want_help = true;
+                        break;
                 case 'V':
                         printf("blkledger %s\n", PACKAGE_VERSION);
                         return 1;
@@ -128,37 +284,63 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                         FAIL("too many arguments (see --help)");
                 positional[n_pos++] = argv[optind];
         }
-        if (n_pos == 0)
-                FAIL("no command given (see --help)");
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
-                if (!streq(positional[0], commands[i].name))
-                        continue;
-                if (n_pos - 1 < commands[i].min_args)
-                        FAIL("'%s' needs an argument (see --help)", commands[i].name);
-                if (n_pos - 1 > commands[i].max_args)
-                        FAIL("too many arguments for '%s' (see --help)", commands[i].name);
-                a->command = commands[i].cmd;
-                have_cmd = true;
-                break;
+        if (n_pos > 0 && streq(positional[0], "help")) {
+                for (size_t i = 0; n_pos > 1 && i < ELEMENTSOF(commands); i++)
+                        if (streq(positional[1], commands[i].name)) {
+                                command_help(&commands[i]);
+                                return 1;
+                        }
+                help();
+                return 1;
         }
-        if (!have_cmd) {
-                if (streq(positional[0], "help")) {
+        if (n_pos == 0) {
+                if (want_help) {
                         help();
                         return 1;
                 }
+                FAIL("no command given (see --help)");
+        }
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (streq(positional[0], commands[i].name))
+                        cmd = &commands[i];
+        if (!cmd)
                 FAIL("unknown command '%s' (see --help)", positional[0]);
+        if (want_help) {
+                command_help(cmd);
+                return 1;
         }
-        if (a->state && a->command != CMD_LIST)
-                FAIL("--state applies to 'list' only");
-        if (a->since >= 0 && a->command != CMD_HISTORY && a->command != CMD_WATCH)
-                FAIL("--since applies to 'history' and 'watch' only");
-        if (a->limit > 0 && a->command != CMD_HISTORY)
-                FAIL("--limit applies to 'history' only");
-        if (n_pos > 1) {
+        a->command = cmd->cmd;
+        if (n_pos - 1 < cmd->min_args)
+                FAIL("'%s' needs an argument: blkledger %s %s", cmd->name, cmd->name, cmd->usage);
+        if (n_pos - 1 > cmd->max_args)
+                FAIL("too many arguments for '%s' (see blkledger %s --help)", cmd->name, cmd->name);
+        for (size_t i = 0; i < ELEMENTSOF(option_names); i++)
+                if ((used & option_names[i].flag) && !(cmd->options & option_names[i].flag))
+                        FAIL("%s does not apply to '%s' (see blkledger %s --help)", option_names[i].name, cmd->name,
+                             cmd->name);
+
+        switch (cmd->cmd) {
+        case CMD_NAME:
+                if ((n_pos == 3) == a->remove)
+                        FAIL("'name' takes DEVICE and NAME, or DEVICE and --remove");
                 a->device = strdup(positional[1]);
-                if (!a->device)
-                        return -ENOMEM;
+                if (n_pos == 3)
+                        a->name = strdup(positional[2]);
+                break;
+        case CMD_EXPECT:
+                if (!a->match_kind)
+                        FAIL("'expect' needs --match serial=S, wwn=W, fs-uuid=U or loop-file=PATH");
+                a->name = strdup(positional[1]);
+                break;
+        case CMD_UNEXPECT:
+                a->name = strdup(positional[1]);
+                break;
+        default:
+                if (n_pos > 1)
+                        a->device = strdup(positional[1]);
         }
+        if ((n_pos > 1 && !a->device && !a->name) || (n_pos == 3 && !a->name))
+                return -ENOMEM;
 #undef FAIL
         return 0;
 }
@@ -166,6 +348,11 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
 void cli_args_done(struct cli_args *a) {
         free(a->socket);
         free(a->device);
+        free(a->name);
         free(a->state);
+        free(a->match_kind);
+        free(a->match_value);
+        free(a->fs_type);
+        free(a->fs_label);
         *a = (struct cli_args) {};
 }

@@ -14,7 +14,12 @@ enum cli_command {
         CMD_HISTORY,
         CMD_WATCH,
         CMD_STATUS,
-        CMD_RESCAN,
+        CMD_RECONCILE,
+        CMD_NAME,
+        CMD_EXPECT,
+        CMD_UNEXPECT,
+        CMD_EXPECTATIONS,
+        CMD_DRIFT,
 };
 
 struct cli_args {
@@ -22,16 +27,26 @@ struct cli_args {
         char *socket;  /* NULL: libblkledger's default ($BLKLEDGER_SOCKET or the system path) */
         bool json;
         bool no_legend;
-        char *device;  /* show, history */
+        char *device;  /* show, history, name */
+        char *name;    /* name, expect, unexpect */
+        bool remove;   /* name --remove */
         char *state;   /* list --state */
         int64_t since; /* history, watch; -1 = not given */
         int64_t limit; /* history; 0 = all */
+        char *match_kind;  /* expect: serial, wwn, fs_uuid, loop_file */
+        char *match_value;
+        char *fs_type;     /* expect */
+        char *fs_label;
+        int64_t min_size;  /* expect; -1 = not given */
 };
 
 /* Returns 0 to run, 1 when help or the version was printed, -EINVAL for a bad command
  * line (message in *ret_error). Call cli_args_done() in every case. */
 int cli_parse(int argc, char **argv, struct cli_args *ret, char **ret_error);
 void cli_args_done(struct cli_args *a);
+
+/* "4096", "64M", "1.5G" (binary units) to bytes. */
+int cli_parse_size(const char *s, int64_t *ret);
 
 /* Terminal-safe copy: control characters and invalid UTF-8 become \xNN. */
 char *cli_escape(const char *s);

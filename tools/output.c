@@ -167,7 +167,22 @@ char *cli_event_details(json_object *event) {
         json_object_object_get_ex(event, "before", &before);
         json_object_object_get_ex(event, "after", &after);
 
-        if (streq(kind, "appeared") && after) {
+        if (startswith(kind, "drift_")) {
+                /* The item: what kind, of which expectation or device, with its facts. */
+                json_object *item = after ? after : before, *v;
+                if (item && json_object_object_get_ex(item, "kind", &v) && v) {
+                        fprintf(f, "%s", json_object_get_string(v));
+                        first = false;
+                }
+                if (item && json_object_object_get_ex(item, "name", &v) && v) {
+                        fputs(" name=", f);
+                        print_value(f, "name", v);
+                }
+                if (item && json_object_object_get_ex(item, "detail", &v) && v) {
+                        fputc(' ', f);
+                        print_value(f, "detail", v);
+                }
+        } else if (streq(kind, "appeared") && after) {
                 /* A summary of what is there, not every field. */
                 static const char *const keys[] = { "devnode", "size_bytes", "fs_type", "fs_label", "identity" };
                 for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
