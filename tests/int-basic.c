@@ -214,13 +214,13 @@ static void test_reattach_same_file_same_record(void **state) {
         json_object_put(l);
 }
 
-static void test_rescan_sees_reformat(void **state) {
+static void test_reconcile_sees_reformat(void **state) {
         _cleanup_free_ char *out = NULL;
         json_object *r, *l, *d, *ev, *e;
 
-        /* Without udevd nothing reports a write to a device; a rescan looks anyway. */
+        /* Without udevd nothing reports a write to a device; a pass looks anyway. */
         assert_int_equal(tl_sh(&out, "mkfs.ext4 -q -F -L relabel %s 2>&1", blank->devnode), 0);
-        r = tl_cli_json(daemon_, "rescan");
+        r = tl_cli_json(daemon_, "reconcile");
         assert_non_null(r);
         assert_int_equal(tl_int(r, "checked"), 3);
         assert_true(tl_int(r, "changed") >= 1);
@@ -257,7 +257,7 @@ static void test_deleted_backing_file_keeps_record(void **state) {
         json_object_put(l);
 
         assert_int_equal(unlink(swap->file), 0);
-        r = tl_cli_json(daemon_, "rescan");
+        r = tl_cli_json(daemon_, "reconcile");
         assert_int_equal(tl_int(r, "appeared"), 0);
         assert_int_equal(tl_int(r, "disappeared"), 0);
         json_object_put(r);
@@ -284,7 +284,7 @@ static void test_out_of_scope_invisible(void **state) {
         assert_true(asprintf(&other, "%s/elsewhere", tl_tmpdir()) > 0);
         o = tl_loop_new(other, "x.img", 16 << 20, "mkfs.ext4 -q -F %s");
         assert_non_null(o);
-        r = tl_cli_json(daemon_, "rescan");
+        r = tl_cli_json(daemon_, "reconcile");
         json_object_put(r);
         l = list();
         assert_null(tl_find_device(l, "devnode", o->devnode));
@@ -323,7 +323,7 @@ int main(void) {
                 cmocka_unit_test(test_detach_within_a_second),
                 cmocka_unit_test(test_attach_new_device),
                 cmocka_unit_test(test_reattach_same_file_same_record),
-                cmocka_unit_test(test_rescan_sees_reformat),
+                cmocka_unit_test(test_reconcile_sees_reformat),
                 cmocka_unit_test(test_deleted_backing_file_keeps_record),
                 cmocka_unit_test(test_out_of_scope_invisible),
                 cmocka_unit_test(test_sighup_harmless),

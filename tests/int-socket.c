@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Description: the daemon's socket survives a thousand garbage, truncated and oversized
  * messages while a well-behaved client, a stuck client and a client that never reads are
- * connected; reading is open to every user and Rescan is root-only; watchers stream
+ * connected; reading is open to every user and Reconcile is root-only; watchers stream
  * history and live events, and a watcher too slow to keep up is told where to resume
  * without losing an event; connection limits hold; the CLI fails in one clear line. */
 #include "config.h"
@@ -281,7 +281,7 @@ static void test_varlink_service(void **state) {
         blkledger_unref(b);
 }
 
-/* In a child that dropped root: reading works, Rescan is refused. */
+/* In a child that dropped root: reading works, Reconcile is refused. */
 static void test_unprivileged(void **state) {
         pid_t pid;
         int status;
@@ -299,7 +299,7 @@ static void test_unprivileged(void **state) {
                         _exit(12);
                 if (blkledger_call(b, "io.blkledger.GetStatus", NULL, NULL) < 0)
                         _exit(13);
-                if (blkledger_call(b, "io.blkledger.Rescan", NULL, NULL) != -EREMOTEIO)
+                if (blkledger_call(b, "io.blkledger.Reconcile", NULL, NULL) != -EREMOTEIO)
                         _exit(14);
                 if (!streq_ptr(blkledger_get_error(b), "org.varlink.service.PermissionDenied"))
                         _exit(15);
@@ -312,7 +312,7 @@ static void test_unprivileged(void **state) {
         /* Root may. */
         {
                 struct blkledger *b = good_client();
-                assert_int_equal(blkledger_call(b, "io.blkledger.Rescan", NULL, NULL), 0);
+                assert_int_equal(blkledger_call(b, "io.blkledger.Reconcile", NULL, NULL), 0);
                 blkledger_unref(b);
         }
 }
@@ -510,7 +510,7 @@ static void test_library_timeout_breaks_connection(void **state) {
         int r;
 
         blkledger_set_timeout(b, 0);
-        r = blkledger_call(b, "io.blkledger.Rescan", NULL, NULL);
+        r = blkledger_call(b, "io.blkledger.Reconcile", NULL, NULL);
         if (r == 0) {
                 /* The reply beat a zero timeout: nothing was left behind to test. */
                 blkledger_unref(b);

@@ -1,6 +1,6 @@
 /* Description: blkledger's command line parsing, terminal escaping, tables and event summaries. */
 /* tools/cli-args.c: commands, argument counts and option checks with messages that name
- * the problem. tools/output.c: terminal-safe escaping of device-supplied strings, column
+ * the problem, per-command help, --match and sizes. tools/output.c: terminal-safe escaping of device-supplied strings, column
  * widths, exact table layout, and one-line summaries of appeared, changed and disappeared
  * events. */
 #include "config.h"
@@ -52,8 +52,10 @@ static void test_parse_commands(void **state) {
                 const char *name;
                 enum cli_command cmd;
         } commands[] = {
-                { "list", CMD_LIST },     { "show", CMD_SHOW },     { "history", CMD_HISTORY },
-                { "watch", CMD_WATCH },   { "status", CMD_STATUS }, { "rescan", CMD_RESCAN },
+                { "list", CMD_LIST },         { "show", CMD_SHOW },
+                { "history", CMD_HISTORY },   { "watch", CMD_WATCH },
+                { "status", CMD_STATUS },     { "reconcile", CMD_RECONCILE },
+                { "expectations", CMD_EXPECTATIONS }, { "drift", CMD_DRIFT },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
@@ -72,6 +74,13 @@ static void test_parse_commands(void **state) {
                 assert_null(a.state);
                 assert_int_equal(a.since, -1);
                 assert_int_equal(a.limit, 0);
+                assert_null(a.name);
+                assert_false(a.remove);
+                assert_null(a.match_kind);
+                assert_null(a.match_value);
+                assert_null(a.fs_type);
+                assert_null(a.fs_label);
+                assert_int_equal(a.min_size, -1);
                 if (commands[i].cmd == CMD_SHOW)
                         assert_string_equal(a.device, "sda");
                 else
@@ -108,7 +117,11 @@ static void test_parse_arguments(void **state) {
         expect_refused(ARGV("history", "sda", "sdb"), "too many arguments for 'history'");
         expect_refused(ARGV("list", "sda"), "too many arguments for 'list'");
         expect_refused(ARGV("status", "now"), "too many arguments for 'status'");
-        expect_refused(ARGV("rescan", "all"), "too many arguments for 'rescan'");
+        expect_refused(ARGV("reconcile", "all"), "too many arguments for 'reconcile'");
+        expect_refused(ARGV("drift", "sda"), "too many arguments for 'drift'");
+        expect_refused(ARGV("expectations", "x"), "too many arguments for 'expectations'");
+        expect_refused(ARGV("unexpect"), "'unexpect' needs an argument");
+        expect_refused(ARGV("unexpect", "a", "b"), "too many arguments for 'unexpect'");
         expect_refused(ARGV("watch", "sda"), "too many arguments for 'watch'");
         expect_refused(ARGV("list", "a", "b", "c", "d"), "too many arguments");
         expect_refused(ARGV("list", "a", "b", "--", "c", "d"), "too many arguments");
@@ -120,6 +133,8 @@ static void test_parse_unknown_command(void **state) {
         expect_refused(ARGV("frobnicate"), "unknown command 'frobnicate'");
         expect_refused(ARGV("List"), "unknown command 'List'");
         expect_refused(ARGV("ls"), "unknown command 'ls'");
+        /* rescan became reconcile. */
+        expect_refused(ARGV("rescan"), "unknown command 'rescan'");
         /* The command is the first word, not any word. */
         expect_refused(ARGV("sda", "show"), "unknown command 'sda'");
 }
@@ -211,10 +226,10 @@ static void test_parse_since_limit(void **state) {
         expect_refused(ARGV("history", "--limit", "-3"), "not '-3'");
         expect_refused(ARGV("history", "--limit", "ten"), "not 'ten'");
         /* Each applies to its commands only. */
-        expect_refused(ARGV("list", "--since", "5"), "--since applies to 'history' and 'watch' only");
-        expect_refused(ARGV("status", "--since", "0"), "--since applies");
-        expect_refused(ARGV("watch", "--limit", "5"), "--limit applies to 'history' only");
-        expect_refused(ARGV("list", "--limit", "5"), "--limit applies");
+        expect_refused(ARGV("list", "--since", "5"), "--since does not apply to 'list' (see blkledger list --help)");
+        expect_refused(ARGV("status", "--since", "0"), "--since does not apply to 'status'");
+        expect_refused(ARGV("watch", "--limit", "5"), "--limit does not apply to 'watch'");
+        expect_refused(ARGV("list", "--limit", "5"), "--limit does not apply to 'list'");
 }
 
 static void test_parse_state(void **state) {
@@ -235,9 +250,9 @@ static void test_parse_state(void **state) {
         expect_refused(ARGV("list", "--state", "all"), "--state must be 'present' or 'gone'");
         expect_refused(ARGV("list", "--state", "Present"), "--state must be");
         expect_refused(ARGV("list", "--state"), "'--state' needs an argument");
-        expect_refused(ARGV("show", "sda", "--state", "gone"), "--state applies to 'list' only");
-        expect_refused(ARGV("history", "--state", "present"), "--state applies to 'list' only");
-        expect_refused(ARGV("watch", "--state", "present"), "--state applies");
+        expect_refused(ARGV("show", "sda", "--state", "gone"), "--state does not apply to 'show'");
+        expect_refused(ARGV("history", "--state", "present"), "--state does not apply to 'history'");
+        expect_refused(ARGV("watch", "--state", "present"), "--state does not apply to 'watch'");
 }
 
 static void test_parse_unknown_option(void **state) {
@@ -248,7 +263,7 @@ static void test_parse_unknown_option(void **state) {
         /* An abbreviation of several options (--socket, --state, --since). */
         expect_refused(ARGV("list", "--s", "x"), "unknown option '--s'");
         /* A unique abbreviation is that option. */
-        expect_refused(ARGV("list", "--lim", "5"), "--limit applies to 'history' only");
+        expect_refused(ARGV("list", "--lim", "5"), "--limit does not apply to 'list'");
 }
 
 static void test_parse_unknown_option_in_cluster(void **state) {
@@ -286,25 +301,318 @@ static char *parse_capturing_stdout(char **argv, int *ret) {
 }
 
 static void test_parse_help_version(void **state) {
-        _cleanup_free_ char *help = NULL, *help_cmd = NULL, *help_short = NULL, *version = NULL;
+        _cleanup_free_ char *help = NULL, *help_cmd = NULL, *help_short = NULL, *version = NULL,
+                            *help_first = NULL, *help_word = NULL, *help_unknown = NULL;
         int r;
 
         help = parse_capturing_stdout(ARGV("--help"), &r);
         assert_int_equal(r, 1);
         assert_true(startswith(help, "Usage: blkledger "));
-        assert_non_null(strstr(help, "list [--state present|gone]"));
         assert_non_null(strstr(help, BL_DEFAULT_SOCKET));
+        /* Every command is listed, rescan is not. */
+        {
+                static const char *const names[] = { "list", "show", "history", "watch", "status", "reconcile",
+                                                     "name", "expect", "unexpect", "expectations", "drift" };
+                for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                        _cleanup_free_ char *line = NULL;
+                        assert_true(asprintf(&line, "\n  %s ", names[i]) > 0);
+                        if (!strstr(help, line))
+                                fail_msg("--help does not list '%s'", names[i]);
+                }
+                assert_null(strstr(help, "rescan"));
+        }
 
         help_cmd = parse_capturing_stdout(ARGV("help"), &r);
         assert_int_equal(r, 1);
         assert_string_equal(help_cmd, help);
-        help_short = parse_capturing_stdout(ARGV("list", "-h", "--bogus"), &r);
+
+        /* A command's own help: its usage line and what it does; the same three ways. */
+        help_short = parse_capturing_stdout(ARGV("list", "-h"), &r);
         assert_int_equal(r, 1);
-        assert_string_equal(help_short, help);
+        assert_true(startswith(help_short, "Usage: blkledger [OPTION]... list [--state present|gone]\n"));
+        assert_string_not_equal(help_short, help);
+        help_first = parse_capturing_stdout(ARGV("--help", "list"), &r);
+        assert_int_equal(r, 1);
+        assert_string_equal(help_first, help_short);
+        help_word = parse_capturing_stdout(ARGV("help", "list"), &r);
+        assert_int_equal(r, 1);
+        assert_string_equal(help_word, help_short);
+        /* "help" with an unknown command: the general help. */
+        help_unknown = parse_capturing_stdout(ARGV("help", "frobnicate"), &r);
+        assert_int_equal(r, 1);
+        assert_string_equal(help_unknown, help);
 
         version = parse_capturing_stdout(ARGV("-V"), &r);
         assert_int_equal(r, 1);
         assert_string_equal(version, "blkledger " PACKAGE_VERSION "\n");
+}
+
+/* Every command answers --help with its own usage, returns 1, and checks nothing else. */
+static void test_parse_command_help(void **state) {
+        static const struct {
+                const char *name, *usage;
+        } commands[] = {
+                { "list", "list [--state present|gone]" },
+                { "show", "show DEVICE|ID" },
+                { "history", "history [DEVICE|ID] [--since SEQ] [--limit N]" },
+                { "watch", "watch [--since SEQ]" },
+                { "status", "status " },
+                { "reconcile", "reconcile " },
+                { "name", "name DEVICE|ID NAME | DEVICE|ID --remove" },
+                { "expect", "expect NAME --match serial=S|wwn=W|fs-uuid=U|loop-file=PATH" },
+                { "unexpect", "unexpect NAME" },
+                { "expectations", "expectations " },
+                { "drift", "drift " },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                _cleanup_free_ char *out = NULL, *want = NULL;
+                int r = 0;
+
+                /* Missing arguments do not stand in the way of help. */
+                out = parse_capturing_stdout(ARGV((char *) commands[i].name, "--help"), &r);
+                if (r != 1)
+                        fail_msg("'%s --help' returned %d, not 1", commands[i].name, r);
+                assert_true(asprintf(&want, "Usage: blkledger [OPTION]... %s", commands[i].usage) > 0);
+                if (!startswith(out, want))
+                        fail_msg("'%s --help' printed \"%s\", not \"%s...\"", commands[i].name, out, want);
+                /* The usage line, a blank line, then what it does. */
+                assert_non_null(strstr(out, "\n\n"));
+                assert_true(strlen(strstr(out, "\n\n")) > 3);
+        }
+}
+
+static void test_parse_name(void **state) {
+        struct cli_args a;
+        char *error = NULL;
+
+        assert_int_equal(parse(ARGV("name", "loop3", "backup"), &a, &error), 0);
+        assert_int_equal(a.command, CMD_NAME);
+        assert_string_equal(a.device, "loop3");
+        assert_string_equal(a.name, "backup");
+        assert_false(a.remove);
+        cli_args_done(&a);
+
+        assert_int_equal(parse(ARGV("name", "--remove", "17"), &a, &error), 0);
+        assert_int_equal(a.command, CMD_NAME);
+        assert_string_equal(a.device, "17");
+        assert_null(a.name);
+        assert_true(a.remove);
+        cli_args_done(&a);
+        assert_null(error);
+
+        expect_refused(ARGV("name"), "'name' needs an argument");
+        expect_refused(ARGV("name", "loop3"), "'name' takes DEVICE and NAME, or DEVICE and --remove");
+        expect_refused(ARGV("name", "loop3", "backup", "--remove"), "'name' takes DEVICE and NAME");
+        expect_refused(ARGV("name", "loop3", "backup", "extra"), "too many arguments for 'name'");
+        expect_refused(ARGV("list", "--remove"), "--remove does not apply to 'list'");
+        expect_refused(ARGV("unexpect", "x", "--remove"), "--remove does not apply to 'unexpect'");
+}
+
+static void test_parse_expect(void **state) {
+        struct cli_args a;
+        char *error = NULL;
+
+        assert_int_equal(parse(ARGV("expect", "backup", "--match", "serial=WD-WX11A12B3456", "--fs-type", "ext4",
+                                    "--fs-label", "backup", "--min-size", "1.5G"),
+                               &a, &error),
+                         0);
+        assert_int_equal(a.command, CMD_EXPECT);
+        assert_string_equal(a.name, "backup");
+        assert_null(a.device);
+        assert_string_equal(a.match_kind, "serial");
+        assert_string_equal(a.match_value, "WD-WX11A12B3456");
+        assert_string_equal(a.fs_type, "ext4");
+        assert_string_equal(a.fs_label, "backup");
+        assert_int_equal(a.min_size, 1610612736);
+        cli_args_done(&a);
+
+        /* Only --match is required; the wishes stay unset. An empty label is a wish
+         * (no label). A later --match replaces an earlier one. */
+        assert_int_equal(parse(ARGV("--match=wwn=naa.5000C500A1B2C3D4", "expect", "d", "--fs-label="), &a, &error), 0);
+        assert_string_equal(a.match_kind, "wwn");
+        assert_string_equal(a.match_value, "naa.5000C500A1B2C3D4");
+        assert_null(a.fs_type);
+        assert_string_equal(a.fs_label, "");
+        assert_int_equal(a.min_size, -1);
+        cli_args_done(&a);
+        assert_int_equal(parse(ARGV("expect", "d", "--match", "serial=A", "--match", "fs-uuid=3F1C-2A7E"), &a, &error), 0);
+        assert_string_equal(a.match_kind, "fs_uuid");
+        assert_string_equal(a.match_value, "3F1C-2A7E");
+        cli_args_done(&a);
+        /* A value may contain '=' (only the first one separates). */
+        assert_int_equal(parse(ARGV("expect", "d", "--match", "serial=a=b"), &a, &error), 0);
+        assert_string_equal(a.match_kind, "serial");
+        assert_string_equal(a.match_value, "a=b");
+        cli_args_done(&a);
+        assert_null(error);
+
+        assert_int_equal(parse(ARGV("unexpect", "backup"), &a, &error), 0);
+        assert_int_equal(a.command, CMD_UNEXPECT);
+        assert_string_equal(a.name, "backup");
+        assert_null(a.device);
+        cli_args_done(&a);
+
+        expect_refused(ARGV("expect", "backup"), "'expect' needs --match");
+        expect_refused(ARGV("expect", "--match", "serial=S"), "'expect' needs an argument");
+        expect_refused(ARGV("expect", "a", "b", "--match", "serial=S"), "too many arguments for 'expect'");
+        expect_refused(ARGV("expect", "a", "--match", "serial"), "--match needs serial=S, wwn=W, fs-uuid=U or loop-file=PATH, not 'serial'");
+        expect_refused(ARGV("expect", "a", "--match", "serial="), "not 'serial='");
+        expect_refused(ARGV("expect", "a", "--match", "=S"), "not '=S'");
+        expect_refused(ARGV("expect", "a", "--match", "fs_uuid=U"), "not 'fs_uuid=U'");
+        expect_refused(ARGV("expect", "a", "--match", "uuid=U"), "not 'uuid=U'");
+        expect_refused(ARGV("expect", "a", "--match", "Serial=S"), "not 'Serial=S'");
+        expect_refused(ARGV("expect", "a", "--match", "serialx=S"), "not 'serialx=S'");
+        expect_refused(ARGV("expect", "a", "--match", "seria=S"), "not 'seria=S'");
+        expect_refused(ARGV("expect", "a", "--match"), "'--match' needs an argument");
+        expect_refused(ARGV("expect", "a", "--match", "serial=S", "--fs-type", ""), "--fs-type needs a filesystem type");
+        expect_refused(ARGV("expect", "a", "--match", "serial=S", "--min-size", "lots"),
+                       "--min-size needs a size such as 1073741824 or 1G, not 'lots'");
+        expect_refused(ARGV("expect", "a", "--match", "serial=S", "--min-size", "-1"), "not '-1'");
+}
+
+/* A relative loop file is made absolute against the current directory; an absolute one
+ * is kept as it is. */
+static void test_parse_match_loop_file(void **state) {
+        _cleanup_free_ char *want = NULL;
+        char cwd[4096];
+        struct cli_args a;
+        char *error = NULL;
+
+        assert_non_null(getcwd(cwd, sizeof(cwd)));
+        assert_int_equal(parse(ARGV("expect", "img", "--match", "loop-file=images/a b.img"), &a, &error), 0);
+        assert_string_equal(a.match_kind, "loop_file");
+        assert_true(asprintf(&want, "%s/images/a b.img", cwd) > 0);
+        assert_string_equal(a.match_value, want);
+        assert_true(a.match_value[0] == '/');
+        cli_args_done(&a);
+
+        assert_int_equal(parse(ARGV("expect", "img", "--match", "loop-file=/var/tmp/x.img"), &a, &error), 0);
+        assert_string_equal(a.match_kind, "loop_file");
+        assert_string_equal(a.match_value, "/var/tmp/x.img");
+        cli_args_done(&a);
+
+        /* Other kinds are never paths. */
+        assert_int_equal(parse(ARGV("expect", "img", "--match", "serial=rel/ative"), &a, &error), 0);
+        assert_string_equal(a.match_value, "rel/ative");
+        cli_args_done(&a);
+        assert_null(error);
+}
+
+static void test_parse_size(void **state) {
+        static const struct {
+                const char *in;
+                int64_t out;
+        } good[] = {
+                { "512", 512 },
+                { "0", 0 },
+                { "4096B", 4096 },
+                { "4096b", 4096 },
+                { "64K", 65536 },
+                { "64k", 65536 },
+                { "64M", 64LL << 20 },
+                { "64MiB", 64LL << 20 },
+                { "1.5G", 1610612736 },
+                { "1.5GB", 1610612736 },
+                { "2GiB", 2147483648LL },
+                { "2T", 2LL << 40 },
+                { "0.5K", 512 },
+        };
+        static const char *const bad[] = {
+                "", "junk", "G", "-1", "+5", " 5", "5 ", "5X", "5KB5", "1.5.5G", "5Bi", "5iB", "64KK", "1,5G",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                int64_t v = -42;
+                int r = cli_parse_size(good[i].in, &v);
+
+                if (r != 0 || v != good[i].out)
+                        fail_msg("cli_parse_size(\"%s\") = %d, %lld; expected 0, %lld", good[i].in, r, (long long) v,
+                                 (long long) good[i].out);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                int64_t v = -42;
+                int r = cli_parse_size(bad[i], &v);
+
+                if (r >= 0)
+                        fail_msg("cli_parse_size(\"%s\") accepted it as %lld", bad[i], (long long) v);
+                assert_int_equal(v, -42);
+        }
+        /* Too big for int64_t. */
+        {
+                int64_t v = -42;
+                assert_int_equal(cli_parse_size("16E", &v), -ERANGE);
+                assert_int_equal(cli_parse_size("99999999999999999999", &v), -ERANGE);
+                assert_int_equal(v, -42);
+        }
+}
+
+/* Sizes are decimal numbers with an optional binary unit, nothing else: strtod() also
+ * reads hexadecimal and exponents, which would make "0x1B" 27 bytes, not 1 B. */
+static void test_parse_size_strict(void **state) {
+        static const char *const bad[] = { "0x10", "0x1B", "0x1p4", "1e3", "1E3", "2e1K" };
+        char found[256] = "";
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                int64_t v = -42;
+
+                if (cli_parse_size(bad[i], &v) >= 0) {
+                        size_t l = strlen(found);
+                        snprintf(found + l, sizeof(found) - l, "\"%s\" -> %lld; ", bad[i], (long long) v);
+                }
+        }
+        if (found[0])
+                fail_msg("cli_parse_size accepts what is not a size: %s", found);
+}
+
+/* Options that belong to other commands are refused, naming option and command. */
+static void test_parse_options_not_applying(void **state) {
+        static const struct {
+                const char *const argv[8];
+                const char *needle;
+        } cases[] = {
+                { { "list", "--match", "serial=S" }, "--match does not apply to 'list'" },
+                { { "drift", "--match", "serial=S" }, "--match does not apply to 'drift'" },
+                { { "name", "sda", "x", "--match", "serial=S" }, "--match does not apply to 'name'" },
+                { { "list", "--fs-type", "ext4" }, "--fs-type does not apply to 'list'" },
+                { { "show", "sda", "--min-size", "1G" }, "does not apply to 'show'" },
+                { { "unexpect", "x", "--fs-label", "y" }, "does not apply to 'unexpect'" },
+                { { "reconcile", "--since", "3" }, "--since does not apply to 'reconcile'" },
+                { { "expectations", "--state", "gone" }, "--state does not apply to 'expectations'" },
+                { { "expect", "x", "--match", "serial=S", "--limit", "3" }, "--limit does not apply to 'expect'" },
+                { { "drift", "--remove" }, "--remove does not apply to 'drift'" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *argv[10] = { (char *) "blkledger" };
+                struct cli_args a;
+                char *error = NULL;
+                int argc = 1, r;
+
+                for (size_t k = 0; cases[i].argv[k]; k++)
+                        argv[argc++] = (char *) cases[i].argv[k];
+                r = cli_parse(argc, argv, &a, &error);
+                if (r != -EINVAL || !error || !strstr(error, cases[i].needle))
+                        fail_msg("case %zu: returned %d, message \"%s\", expected \"%s\"", i, r, error ?: "(none)",
+                                 cases[i].needle);
+                /* One line, no trailing newline. */
+                assert_null(strchr(error, '\n'));
+                free(error);
+                cli_args_done(&a);
+        }
+        /* The global options apply everywhere. */
+        {
+                struct cli_args a;
+                char *error = NULL;
+
+                assert_int_equal(parse(ARGV("drift", "--json", "-n", "-s", "/x.sock"), &a, &error), 0);
+                assert_int_equal(a.command, CMD_DRIFT);
+                assert_true(a.json);
+                cli_args_done(&a);
+                assert_int_equal(parse(ARGV("reconcile", "--json"), &a, &error), 0);
+                assert_int_equal(a.command, CMD_RECONCILE);
+                cli_args_done(&a);
+        }
 }
 
 /* ---- cli_escape, cli_width --------------------------------------------------------- */
@@ -555,6 +863,13 @@ int main(void) {
                 cmocka_unit_test(test_parse_unknown_option),
                 cmocka_unit_test(test_parse_unknown_option_in_cluster),
                 cmocka_unit_test(test_parse_help_version),
+                cmocka_unit_test(test_parse_command_help),
+                cmocka_unit_test(test_parse_name),
+                cmocka_unit_test(test_parse_expect),
+                cmocka_unit_test(test_parse_match_loop_file),
+                cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_parse_size_strict),
+                cmocka_unit_test(test_parse_options_not_applying),
                 cmocka_unit_test(test_escape),
                 cmocka_unit_test(test_escape_c1_controls),
                 cmocka_unit_test(test_escape_output_is_safe),

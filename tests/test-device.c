@@ -734,6 +734,80 @@ static void facts_of_text(const char *text, struct device_facts *ret) {
         observation_done(&o);
 }
 
+static void test_identity_kind(void **state) {
+        static const struct {
+                const char *key, *kind;
+        } cases[] = {
+                { "wwn:0x5000c500a1b2c3d4", "wwn" },
+                { "serial:Flash Disk:8A5E3C2F", "serial" },
+                { "loop:259:2:1835017", "loop" },
+                { "loopfile:/var/tmp/a.img", "loop" },
+                { "partuuid:0b2e5a3c-01", "part_uuid" },
+                { "fsuuid:3f1c2a7e-5b8d-4c61-9e0a-2d7f4b1c8e55", "fs_uuid" },
+                { "ptuuid:0b2e5a3c", "pt_uuid" },
+                { "path:pci-0000:00:17.0-ata-1.0", "weak" },
+                { "kname:sda", "weak" },
+                { "", "weak" },
+                { "wwn", "weak" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (!streq(identity_kind(cases[i].key), cases[i].kind))
+                        fail_msg("identity_kind(\"%s\") = %s, expected %s", cases[i].key,
+                                 identity_kind(cases[i].key), cases[i].kind);
+        /* Every recorded fixture's key has a kind that agrees with identity_is_weak(). */
+        {
+                _cleanup_free_ char *k = identity_of_fixture("zram-kernel.obs");
+                assert_string_equal(identity_kind(k), "weak");
+                assert_true(identity_is_weak(k));
+        }
+}
+
+static void test_identity_aux(void **state) {
+        struct observation o = { .kname = strdup("loop3") };
+        char *aux = (char *) "sentinel";
+
+        assert_non_null(o.kname);
+        /* Without a birth time: unknown (NULL), not an error. */
+        assert_int_equal(identity_aux_from_observation(&o, "loop:259:2:77", &aux), 0);
+        assert_null(aux);
+
+        assert_int_equal(observation_set(&o, "X:backing_btime", "1795820462.123456789"), 0);
+        assert_int_equal(identity_aux_from_observation(&o, "loop:259:2:77", &aux), 0);
+        assert_non_null(aux);
+        assert_string_equal(aux, "1795820462.123456789");
+        free(aux);
+
+        /* Only a loop file's device and inode are recycled: other keys have no qualifier. */
+        aux = (char *) "sentinel";
+        assert_int_equal(identity_aux_from_observation(&o, "fsuuid:3f1c2a7e", &aux), 0);
+        assert_null(aux);
+        aux = (char *) "sentinel";
+        assert_int_equal(identity_aux_from_observation(&o, "kname:loop3", &aux), 0);
+        assert_null(aux);
+
+        /* An empty birth time is no birth time. */
+        assert_int_equal(observation_set(&o, "X:backing_btime", ""), 0);
+        aux = (char *) "sentinel";
+        assert_int_equal(identity_aux_from_observation(&o, "loop:259:2:77", &aux), 0);
+        assert_null(aux);
+        observation_done(&o);
+
+        assert_true(identity_aux_compatible(NULL, NULL));
+        assert_true(identity_aux_compatible("100.0", NULL));
+        assert_true(identity_aux_compatible(NULL, "100.0"));
+        assert_true(identity_aux_compatible("100.0", "100.0"));
+        assert_false(identity_aux_compatible("100.0", "200.0"));
+}
+
+static void test_wwn_normalize(void **state) {
+        _cleanup_free_ char *a = wwn_normalize("naa.5000C500A1B2C3D4"), *b = wwn_normalize("0x5000c500a1b2c3d4");
+
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_string_equal(a, b);
+}
+
 static void test_facts_numbers(void **state) {
         static const struct {
                 const char *text;
@@ -1108,12 +1182,28 @@ static void test_record_to_json(void **state) {
         r->first_seen = 1795820462123456LL;
         r->last_seen = -1;
 
-        j = device_record_to_json(r);
+        j = device_record_to_json(r, NULL);
         assert_non_null(j);
         for (size_t i = 0; i < device_fields_count; i++)
                 if (!json_object_object_get_ex(j, device_fields[i].name, NULL))
                         fail_msg("member '%s' missing", device_fields[i].name);
-        assert_int_equal(json_object_object_length(j), device_fields_count + 5);
+        /* id, name, identity, identity_kind, state, first_seen, last_seen, verified,
+         * last_verified, drift */
+        assert_int_equal(json_object_object_length(j), device_fields_count + 10);
+
+        /* No name, never verified, not verified since this start, no drift. */
+        assert_true(json_object_object_get_ex(j, "name", &v));
+        assert_null(v);
+        assert_true(json_object_object_get_ex(j, "identity_kind", &v));
+        assert_string_equal(json_object_get_string(v), "weak");
+        assert_true(json_object_object_get_ex(j, "verified", &v));
+        assert_true(json_object_is_type(v, json_type_boolean));
+        assert_false(json_object_get_boolean(v));
+        assert_true(json_object_object_get_ex(j, "last_verified", &v));
+        assert_null(v);
+        assert_true(json_object_object_get_ex(j, "drift", &v));
+        assert_true(json_object_is_type(v, json_type_array));
+        assert_int_equal(json_object_array_length(v), 0);
 
         assert_true(json_object_object_get_ex(j, "id", &v));
         assert_int_equal(json_object_get_int64(v), 42);
@@ -1156,13 +1246,49 @@ static void test_record_to_json(void **state) {
         json_object_put(back);
         json_object_put(j);
 
+        /* Named, verified in this run, with open drift: the drift array is borrowed (the
+         * caller keeps its reference) and shown as given. */
+        {
+                json_object *drift = json_object_new_array();
+
+                assert_non_null(drift);
+                json_object_array_add(drift, json_object_new_string("missing"));
+                json_object_array_add(drift, json_object_new_string("duplicate_uuid"));
+                free(r->identity);
+                r->identity = strdup("wwn:0x5000c500a1b2c3d4");
+                r->name = strdup("backup-disk");
+                assert_non_null(r->name);
+                r->verified_pass = 3;
+                r->last_verified = 1795820462123456LL + 1000000;
+                j = device_record_to_json(r, drift);
+                assert_non_null(j);
+                assert_int_equal(json_object_object_length(j), device_fields_count + 10);
+                assert_true(json_object_object_get_ex(j, "name", &v));
+                assert_string_equal(json_object_get_string(v), "backup-disk");
+                assert_true(json_object_object_get_ex(j, "identity_kind", &v));
+                assert_string_equal(json_object_get_string(v), "wwn");
+                assert_true(json_object_object_get_ex(j, "verified", &v));
+                assert_true(json_object_get_boolean(v));
+                assert_true(json_object_object_get_ex(j, "last_verified", &v));
+                assert_string_equal(json_object_get_string(v), "2026-11-27T23:01:03.123456Z");
+                assert_true(json_object_object_get_ex(j, "drift", &v));
+                assert_string_equal(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN),
+                                    "[\"missing\",\"duplicate_uuid\"]");
+                json_object_put(j);
+                /* Still ours after the record's JSON is gone. */
+                assert_int_equal(json_object_array_length(drift), 2);
+                json_object_put(drift);
+        }
+
         /* A record not yet identified still has a string identity. */
         free(r->identity);
         r->identity = NULL;
         r->state = DEVICE_PRESENT;
-        j = device_record_to_json(r);
+        j = device_record_to_json(r, NULL);
         assert_true(json_object_object_get_ex(j, "identity", &v));
         assert_string_equal(json_object_get_string(v), "");
+        assert_true(json_object_object_get_ex(j, "identity_kind", &v));
+        assert_string_equal(json_object_get_string(v), "weak");
         assert_true(json_object_object_get_ex(j, "state", &v));
         assert_string_equal(json_object_get_string(v), "present");
         json_object_put(j);
@@ -1226,7 +1352,7 @@ static void test_hostile_control_characters(void **state) {
         STR(r.facts, fs_label, label);
 
         r.identity = (char *) "loop:259:2:1835017";
-        j = device_record_to_json(&r);
+        j = device_record_to_json(&r, NULL);
         text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
         assert_non_null(text);
         /* The JSON text carries no raw control character and is valid UTF-8 ... */
@@ -1275,7 +1401,7 @@ static void test_hostile_huge_value(void **state) {
         assert_memory_equal(f.fs_label, euro, OBS_VALUE_MAX / 3 * 3);
 
         r.facts = f;
-        j = device_record_to_json(&r);
+        j = device_record_to_json(&r, NULL);
         assert_non_null(j);
         assert_true(strlen(json_object_to_json_string(j)) < 4 * OBS_VALUE_MAX);
         json_object_put(j);
@@ -1301,6 +1427,9 @@ int main(void) {
                 cmocka_unit_test(test_weak_identity),
                 cmocka_unit_test(test_identity_is_weak),
                 cmocka_unit_test(test_identity_order),
+                cmocka_unit_test(test_identity_kind),
+                cmocka_unit_test(test_identity_aux),
+                cmocka_unit_test(test_wwn_normalize),
                 cmocka_unit_test(test_facts_numbers),
                 cmocka_unit_test(test_facts_devnode_and_dev),
                 cmocka_unit_test(test_facts_wwn_normalization),

@@ -1,5 +1,4 @@
-/* Description: io.blkledger.varlink is accepted by the reference Varlink parser and
- * declares exactly the methods, device fields, members and errors the daemon uses. */
+/* Description: io.blkledger.varlink is accepted by the reference Varlink parser and declares exactly the methods, device fields, members and errors the daemon uses. */
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
@@ -18,6 +17,7 @@
 
 #include "daemon.h"
 #include "device.h"
+#include "drift.h"
 #include "journal.h"
 #include "log.h"
 #include "util.h"
@@ -375,7 +375,7 @@ static void test_device_json_matches_type(void **state) {
         bool ok = true;
 
         device_facts_init(&rec.facts);
-        o = device_record_to_json(&rec);
+        o = device_record_to_json(&rec, NULL);
         assert_non_null(o);
         json_object_object_foreach(o, key, val) {
                 (void) val;
@@ -396,6 +396,90 @@ static void test_device_json_matches_type(void **state) {
         names_done(&members);
         names_done(&sent);
         assert_true(ok);
+}
+
+/* The members of a JSON object the daemon sends are exactly those of an IDL type. */
+static bool json_matches_type(json_object *o, const char *type) {
+        struct names members = {}, sent = {};
+        bool ok = true;
+
+        json_object_object_foreach(o, key, val) {
+                (void) val;
+                names_add(&sent, key, strlen(key));
+        }
+        type_members(type, &members);
+        assert_true(members.n > 0);
+        for (size_t i = 0; i < sent.n; i++)
+                if (!names_has(&members, sent.v[i])) {
+                        print_error("JSON member %s is not declared in type %s\n", sent.v[i], type);
+                        ok = false;
+                }
+        for (size_t i = 0; i < members.n; i++)
+                if (!names_has(&sent, members.v[i])) {
+                        print_error("type %s declares %s, which the daemon never sends\n", type, members.v[i]);
+                        ok = false;
+                }
+        names_done(&members);
+        names_done(&sent);
+        return ok;
+}
+
+/* Expectations and drift items as ListExpectations and ListDrift send them. */
+static void test_expectation_and_drift_json_match_types(void **state) {
+        struct expectation e = {
+                .name = (char *) "backup",
+                .match_kind = (char *) "serial",
+                .match_value = (char *) "S1",
+                .fs_type = (char *) "ext4",
+                .fs_label = NULL,
+                .min_size = FIELD_NULL,
+                .created = 1,
+        };
+        struct drift_item d = {
+                .id = 3, .kind = (char *) "missing", .name = (char *) "backup", .device_id = 0, .since = 1,
+        };
+        json_object *o;
+
+        o = expectation_to_json(&e);
+        assert_non_null(o);
+        assert_true(json_matches_type(o, "Expectation"));
+        json_object_put(o);
+
+        d.detail = json_object_new_object();
+        assert_non_null(d.detail);
+        o = drift_item_to_json(&d);
+        assert_non_null(o);
+        assert_true(json_matches_type(o, "Drift"));
+        json_object_put(o);
+        json_object_put(d.detail);
+
+        /* The check itself can fail: a type that lacks a member the JSON has. */
+        print_message("a mismatch on purpose (the next lines are expected):\n");
+        o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string("x"));
+        json_object_object_add(o, "undeclared", NULL);
+        assert_false(json_matches_type(o, "Expectation"));
+        json_object_put(o);
+}
+
+/* Rescan became Reconcile: the old name is gone from the interface. */
+static void test_reconcile_replaces_rescan(void **state) {
+        struct names methods = {}, errors = {};
+        static const char *const want_methods[] = { "Reconcile", "SetName", "Expect", "Unexpect", "ListExpectations",
+                                                    "ListDrift" };
+        static const char *const want_errors[] = { "NameTaken", "NoSuchExpectation" };
+
+        declarations("method", "(", &methods);
+        declarations("error", " (\n", &errors);
+        assert_false(names_has(&methods, "Rescan"));
+        for (size_t i = 0; i < ELEMENTSOF(want_methods); i++)
+                if (!names_has(&methods, want_methods[i]))
+                        fail_msg("method %s is not declared", want_methods[i]);
+        for (size_t i = 0; i < ELEMENTSOF(want_errors); i++)
+                if (!names_has(&errors, want_errors[i]))
+                        fail_msg("error %s is not declared", want_errors[i]);
+        names_done(&methods);
+        names_done(&errors);
 }
 
 /* What the journal lists as an event has exactly the members of type Event. */
@@ -508,6 +592,8 @@ int main(void) {
                 cmocka_unit_test(test_device_fields_declared),
                 cmocka_unit_test(test_device_json_matches_type),
                 cmocka_unit_test(test_event_json_matches_type),
+                cmocka_unit_test(test_expectation_and_drift_json_match_types),
+                cmocka_unit_test(test_reconcile_replaces_rescan),
                 cmocka_unit_test(test_errors_declared),
         };
         int r;

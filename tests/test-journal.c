@@ -1,5 +1,4 @@
-/* Description: the journal round-trips records and events, numbers events without gaps,
- * refuses files it cannot read untouched, and migrates old schemas without loss. */
+/* Description: the journal round-trips records, events, expectations and drift, numbers events without gaps, refuses files it cannot read untouched, and migrates old schemas (v1, v2) without loss. */
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
@@ -16,6 +15,7 @@
 #include <cmocka.h>
 
 #include "device.h"
+#include "drift.h"
 #include "journal.h"
 #include "log.h"
 #include "util.h"
@@ -241,12 +241,22 @@ static void assert_facts_equal(const struct device_facts *a, const struct device
         }
 }
 
+static void assert_str_or_null_equal(const char *a, const char *b) {
+        if (!streq_ptr(a, b))
+                fail_msg("\"%s\" != \"%s\"", a ?: "(null)", b ?: "(null)");
+}
+
 static void assert_record_equal(const struct device_record *a, const struct device_record *b) {
         assert_int_equal(a->id, b->id);
         assert_string_equal(a->identity, b->identity);
+        assert_str_or_null_equal(a->identity_aux, b->identity_aux);
+        assert_str_or_null_equal(a->name, b->name);
         assert_int_equal(a->state, b->state);
         assert_int_equal(a->first_seen, b->first_seen);
         assert_int_equal(a->last_seen, b->last_seen);
+        assert_int_equal(a->last_verified, b->last_verified);
+        /* In memory only: never loaded as verified by this run. */
+        assert_int_equal(b->verified_pass, 0);
         assert_facts_equal(&a->facts, &b->facts);
 }
 
@@ -349,6 +359,10 @@ static void test_device_round_trip(void **state) {
         full->facts.removable = 0;
         full->facts.rotational = 1;
         full->facts.part_number = 0;
+        full->identity_aux = strdup("1795820462.123456789");
+        full->name = strdup("backup \"disk\" é");
+        full->last_verified = 1700000000999999;
+        full->verified_pass = 7; /* not stored */
 
         nulls = record_new("kname:sdz", DEVICE_GONE, 5, 6);
         /* Every field null; holders absent altogether stands for "no holders". */
@@ -358,6 +372,7 @@ static void test_device_round_trip(void **state) {
         empty->facts.holders = strv_new(NULL);
         empty->facts.size_bytes = 0;
         empty->facts.read_only = 0;
+        empty->last_verified = 15;
 
         assert_int_equal(journal_insert_device(j, full), 0);
         assert_int_equal(journal_insert_device(j, nulls), 0);
@@ -368,9 +383,17 @@ static void test_device_round_trip(void **state) {
 
         assert_int_equal(journal_load_devices(j, collect, &l), 0);
         assert_int_equal(l.n, 3);
+        full->verified_pass = 0;
         assert_record_equal(full, l.recs[0]);
         assert_record_equal(nulls, l.recs[1]);
         assert_record_equal(empty, l.recs[2]);
+        assert_string_equal(l.recs[0]->name, "backup \"disk\" é");
+        assert_string_equal(l.recs[0]->identity_aux, "1795820462.123456789");
+        assert_int_equal(l.recs[0]->last_verified, 1700000000999999);
+        /* Never verified, no name, no qualifier: NULL and 0, not "". */
+        assert_null(l.recs[1]->identity_aux);
+        assert_null(l.recs[1]->name);
+        assert_int_equal(l.recs[1]->last_verified, 0);
         assert_null(l.recs[1]->facts.kname);
         assert_int_equal(l.recs[1]->facts.size_bytes, FIELD_NULL);
         assert_int_equal(l.recs[1]->facts.read_only, FIELD_NULL);
@@ -397,12 +420,22 @@ static void test_device_round_trip(void **state) {
         nulls->facts.rotational = 0;
         nulls->facts.holders = strv_new("dm-3", NULL);
         nulls->state = DEVICE_PRESENT;
+        /* Name and qualifier: removed on one, given to the other. */
+        free(full->name);
+        full->name = NULL;
+        free(full->identity_aux);
+        full->identity_aux = NULL;
+        full->last_verified = 1700000001000000;
+        nulls->name = strdup("scratch");
+        nulls->identity_aux = strdup("100.0");
+        nulls->last_verified = 7;
         assert_int_equal(journal_update_device(j, full), 0);
         assert_int_equal(journal_update_device(j, nulls), 0);
 
-        /* Touch moves last_seen only. */
+        /* Touch moves last_seen and last_verified only. */
         assert_int_equal(journal_touch_device(j, empty->id, 99), 0);
         empty->last_seen = 99;
+        empty->last_verified = 99;
 
         /* Through a reopen: what counts is what is on disk. */
         journal_close(j);
@@ -414,6 +447,9 @@ static void test_device_round_trip(void **state) {
         assert_record_equal(empty, l.recs[2]);
         assert_int_equal(l.recs[2]->first_seen, 10);
         assert_int_equal(l.recs[2]->last_seen, 99);
+        assert_int_equal(l.recs[2]->last_verified, 99);
+        assert_null(l.recs[0]->name);
+        assert_string_equal(l.recs[1]->name, "scratch");
         loaded_done(&l);
 
         device_record_free(full);
@@ -808,9 +844,31 @@ static void db_from_sql_fixture(const char *fixture, const char *path) {
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
-/* Every row of a table, every column quoted, one line per row: equal text means equal
- * rows (same ids, same values, same types). */
-static char *table_dump(sqlite3 *db, const char *table, const char *key) {
+/* The columns of a table as a select list, in their order. */
+static char *table_columns(sqlite3 *db, const char *table) {
+        _cleanup_free_ char *sql = NULL;
+        sqlite3_stmt *s;
+        char *out = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&out, &len);
+        bool first = true;
+
+        assert_non_null(m);
+        assert_true(asprintf(&sql, "PRAGMA table_info(%s)", table) > 0);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        while (sqlite3_step(s) == SQLITE_ROW) {
+                fprintf(m, "%s%s", first ? "" : ", ", (const char *) sqlite3_column_text(s, 1));
+                first = false;
+        }
+        sqlite3_finalize(s);
+        fclose(m);
+        assert_false(first);
+        return out;
+}
+
+/* Every row of a table (the columns listed, or all), every column quoted, one line per
+ * row: equal text means equal rows (same ids, same values, same types). */
+static char *table_dump(sqlite3 *db, const char *table, const char *columns, const char *key) {
         _cleanup_free_ char *sql = NULL;
         sqlite3_stmt *s;
         char *out = NULL;
@@ -819,7 +877,7 @@ static char *table_dump(sqlite3 *db, const char *table, const char *key) {
         int rc;
 
         assert_non_null(m);
-        assert_true(asprintf(&sql, "SELECT * FROM %s ORDER BY %s", table, key) > 0);
+        assert_true(asprintf(&sql, "SELECT %s FROM %s ORDER BY %s", columns ?: "*", table, key) > 0);
         assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
                 for (int c = 0; c < sqlite3_column_count(s); c++) {
@@ -867,6 +925,7 @@ struct fixture_expect {
         int64_t n_devices;
         int64_t n_events;
         int64_t last_seq;
+        bool has_meta; /* the fixture's schema has the meta table already */
 };
 
 /* Opens the fixture of schema from_version with journal_open() and checks that the
@@ -875,7 +934,8 @@ struct fixture_expect {
 static void check_migration_from_fixture(const char *fixture, int from_version, const struct fixture_expect *x) {
         _cleanup_free_ char *name = NULL, *path = NULL, *fresh_path = NULL, *devices_before = NULL,
                             *events_before = NULL, *devices_after = NULL, *events_after = NULL,
-                            *schema_fresh = NULL, *schema_migrated = NULL;
+                            *schema_fresh = NULL, *schema_migrated = NULL, *device_columns = NULL,
+                            *meta_before = NULL, *meta_after = NULL;
         struct device_record *rec;
         struct loaded l = {};
         json_object *list;
@@ -891,8 +951,12 @@ static void check_migration_from_fixture(const char *fixture, int from_version, 
         assert_int_equal(query_int(db, "PRAGMA user_version"), from_version);
         assert_int_equal(query_int(db, "SELECT COUNT(*) FROM devices"), x->n_devices);
         assert_int_equal(query_int(db, "SELECT COUNT(*) FROM events"), x->n_events);
-        devices_before = table_dump(db, "devices", "id");
-        events_before = table_dump(db, "events", "seq");
+        /* The columns the old schema has: a migration may add columns, never change these. */
+        device_columns = table_columns(db, "devices");
+        devices_before = table_dump(db, "devices", device_columns, "id");
+        events_before = table_dump(db, "events", NULL, "seq");
+        if (x->has_meta)
+                meta_before = table_dump(db, "meta", NULL, "key");
         sqlite3_close(db);
 
         j = open_journal(path);
@@ -921,9 +985,32 @@ static void check_migration_from_fixture(const char *fixture, int from_version, 
         assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"), 1);
         assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_device'"), 1);
         assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'events_append_only'"), 1);
+        /* Version 3: names, qualifiers and freshness on devices; expectations and drift. */
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM pragma_table_info('devices') "
+                                       "WHERE name IN ('identity_aux', 'name', 'last_verified')"),
+                         3);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'expectations'"), 1);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'drift'"), 1);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'devices_name'"), 1);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM expectations"), 0);
+        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM drift"), 0);
+        /* An old record was verified exactly when it was last seen; none has a name or a
+         * qualifier yet. */
+        {
+                _cleanup_free_ char *q = NULL;
+                assert_true(asprintf(&q,
+                                     "SELECT COUNT(*) FROM devices WHERE id <= %lld AND last_verified IS last_seen "
+                                     "AND name IS NULL AND identity_aux IS NULL",
+                                     (long long) x->n_devices) > 0);
+                assert_int_equal(query_int(db, q), x->n_devices);
+        }
         /* Old rows unchanged: the same rows before the ones this test added. */
-        devices_after = table_dump(db, "devices", "id");
-        events_after = table_dump(db, "events", "seq");
+        devices_after = table_dump(db, "devices", device_columns, "id");
+        events_after = table_dump(db, "events", NULL, "seq");
+        if (x->has_meta) {
+                meta_after = table_dump(db, "meta", NULL, "key");
+                assert_string_equal(meta_before, meta_after);
+        }
         assert_true(strlen(devices_after) > strlen(devices_before));
         assert_memory_equal(devices_before, devices_after, strlen(devices_before));
         assert_true(strlen(events_after) > strlen(events_before));
@@ -942,7 +1029,7 @@ static void check_migration_from_fixture(const char *fixture, int from_version, 
 }
 
 static void test_migrate_from_v1(void **state) {
-        static const struct fixture_expect v1 = { .n_devices = 2, .n_events = 7, .last_seq = 7 };
+        static const struct fixture_expect v1 = { .n_devices = 2, .n_events = 7, .last_seq = 7, .has_meta = false };
         _cleanup_free_ char *path = db_path("migrate-v1-content");
         struct loaded l = {};
         json_object *list, *want;
@@ -970,6 +1057,12 @@ static void test_migrate_from_v1(void **state) {
         assert_string_equal(l.recs[1]->facts.loop_backing_file, "/var/tmp/blkledger/vault.img");
         assert_int_equal(l.recs[1]->first_seen, 1763629200456789);
         assert_int_equal(l.recs[1]->last_seen, 1763713800250000);
+        /* Verified when last seen; no name, no qualifier. */
+        assert_int_equal(l.recs[0]->last_verified, 1763719990000000);
+        assert_int_equal(l.recs[1]->last_verified, 1763713800250000);
+        assert_null(l.recs[0]->name);
+        assert_null(l.recs[1]->identity_aux);
+        assert_int_equal(l.recs[0]->verified_pass, 0);
         loaded_done(&l);
 
         list = events_of(j, 0, 100, 0);
@@ -1000,6 +1093,334 @@ static void test_migrate_from_v1(void **state) {
         journal_close(j);
 }
 
+struct exps {
+        struct expectation *v[8];
+        size_t n;
+};
+
+static int collect_expectation(struct expectation *e, void *userdata) {
+        struct exps *x = userdata;
+
+        if (x->n >= ELEMENTSOF(x->v)) {
+                expectation_free(e);
+                return -E2BIG;
+        }
+        x->v[x->n++] = e;
+        return 0;
+}
+
+static void exps_done(struct exps *x) {
+        for (size_t i = 0; i < x->n; i++)
+                expectation_free(x->v[i]);
+        x->n = 0;
+}
+
+struct drifts {
+        struct drift_item *v[8];
+        size_t n;
+};
+
+static int collect_drift(struct drift_item *d, void *userdata) {
+        struct drifts *x = userdata;
+
+        if (x->n >= ELEMENTSOF(x->v)) {
+                drift_item_free(d);
+                return -E2BIG;
+        }
+        x->v[x->n++] = d;
+        return 0;
+}
+
+static void drifts_done(struct drifts *x) {
+        for (size_t i = 0; i < x->n; i++)
+                drift_item_free(x->v[i]);
+        x->n = 0;
+}
+
+static struct expectation *expectation_new(const char *name, const char *kind, const char *value, const char *fs_type,
+                                           const char *fs_label, int64_t min_size, int64_t created) {
+        struct expectation *e = calloc(1, sizeof(*e));
+
+        assert_non_null(e);
+        e->name = strdup(name);
+        e->match_kind = strdup(kind);
+        e->match_value = strdup(value);
+        e->fs_type = fs_type ? strdup(fs_type) : NULL;
+        e->fs_label = fs_label ? strdup(fs_label) : NULL;
+        e->min_size = min_size;
+        e->created = created;
+        assert_non_null(e->name);
+        assert_non_null(e->match_kind);
+        assert_non_null(e->match_value);
+        return e;
+}
+
+/* Expectations by name: put, replace, load in name order, delete. */
+static void test_expectations_round_trip(void **state) {
+        _cleanup_free_ char *path = db_path("expectations");
+        struct expectation *a, *b, *a2;
+        struct exps x = {};
+        struct journal *j;
+        sqlite3 *other;
+
+        j = open_journal(path);
+        assert_int_equal(journal_load_expectations(j, collect_expectation, &x), 0);
+        assert_int_equal(x.n, 0);
+
+        b = expectation_new("vault", "loop_file", "/var/tmp/a b/\"v\".img", NULL, NULL, FIELD_NULL, 20);
+        a = expectation_new("backup", "serial", "WD-WX11A12B3456", "ext4", "bäckup", 1LL << 40, 10);
+        assert_int_equal(journal_put_expectation(j, b), 0);
+        assert_int_equal(journal_put_expectation(j, a), 0);
+
+        journal_close(j);
+        j = open_journal(path);
+        assert_int_equal(journal_load_expectations(j, collect_expectation, &x), 0);
+        assert_int_equal(x.n, 2);
+        /* By name. */
+        assert_string_equal(x.v[0]->name, "backup");
+        assert_string_equal(x.v[0]->match_kind, "serial");
+        assert_string_equal(x.v[0]->match_value, "WD-WX11A12B3456");
+        assert_string_equal(x.v[0]->fs_type, "ext4");
+        assert_string_equal(x.v[0]->fs_label, "bäckup");
+        assert_int_equal(x.v[0]->min_size, 1LL << 40);
+        assert_int_equal(x.v[0]->created, 10);
+        assert_string_equal(x.v[1]->name, "vault");
+        assert_string_equal(x.v[1]->match_value, "/var/tmp/a b/\"v\".img");
+        /* No wish is NULL (FIELD_NULL), not "" or 0. */
+        assert_null(x.v[1]->fs_type);
+        assert_null(x.v[1]->fs_label);
+        assert_int_equal(x.v[1]->min_size, FIELD_NULL);
+        exps_done(&x);
+
+        /* The same name replaces: one row, the new values. */
+        a2 = expectation_new("backup", "wwn", "0x5000c500a1b2c3d4", NULL, "", 0, 30);
+        assert_int_equal(journal_put_expectation(j, a2), 0);
+        assert_int_equal(journal_load_expectations(j, collect_expectation, &x), 0);
+        assert_int_equal(x.n, 2);
+        assert_string_equal(x.v[0]->match_kind, "wwn");
+        assert_null(x.v[0]->fs_type);
+        assert_string_equal(x.v[0]->fs_label, "");
+        assert_int_equal(x.v[0]->min_size, 0);
+        assert_int_equal(x.v[0]->created, 30);
+        exps_done(&x);
+
+        /* The schema refuses a kind the daemon does not know. */
+        free(b->match_kind);
+        b->match_kind = strdup("label");
+        assert_true(journal_put_expectation(j, b) < 0);
+
+        assert_int_equal(journal_delete_expectation(j, "vault"), 0);
+        assert_int_equal(journal_delete_expectation(j, "vault"), -ENOENT);
+        assert_int_equal(journal_delete_expectation(j, "nothing"), -ENOENT);
+        assert_int_equal(journal_load_expectations(j, collect_expectation, &x), 0);
+        assert_int_equal(x.n, 1);
+        assert_string_equal(x.v[0]->name, "backup");
+        exps_done(&x);
+        journal_close(j);
+
+        other = open_other(path);
+        assert_int_equal(query_int(other, "SELECT COUNT(*) FROM expectations"), 1);
+        sqlite3_close(other);
+        expectation_free(a);
+        expectation_free(a2);
+        expectation_free(b);
+}
+
+/* Drift items: inserted open, their detail updated, closed (and then no longer loaded,
+ * but kept as history). */
+static void test_drift_round_trip(void **state) {
+        _cleanup_free_ char *path = db_path("drift"), *detail = NULL;
+        struct device_record *rec = record_new("serial:M:S", DEVICE_PRESENT, 1, 1);
+        struct drift_item a = { .kind = (char *) "missing", .name = (char *) "backup", .since = 100 };
+        struct drift_item b = { .kind = (char *) "duplicate_uuid", .since = 200 };
+        struct drifts x = {};
+        json_object *want;
+        struct journal *j;
+        sqlite3 *other;
+
+        j = open_journal(path);
+        assert_int_equal(journal_insert_device(j, rec), 0);
+        a.detail = json_tokener_parse("{\"match\":{\"serial\":\"S\"}}");
+        b.detail = json_tokener_parse("{\"fs_uuid\":\"abc\",\"kname\":\"loop0\",\"others\":[7]}");
+        b.device_id = rec->id;
+        assert_non_null(a.detail);
+        assert_non_null(b.detail);
+        assert_int_equal(journal_insert_drift(j, &a), 0);
+        assert_int_equal(journal_insert_drift(j, &b), 0);
+        assert_true(a.id > 0);
+        assert_true(b.id > a.id);
+
+        journal_close(j);
+        j = open_journal(path);
+        assert_int_equal(journal_load_open_drift(j, collect_drift, &x), 0);
+        assert_int_equal(x.n, 2);
+        assert_int_equal(x.v[0]->id, a.id);
+        assert_string_equal(x.v[0]->kind, "missing");
+        assert_string_equal(x.v[0]->name, "backup");
+        assert_int_equal(x.v[0]->device_id, 0);
+        assert_int_equal(x.v[0]->since, 100);
+        assert_json_equal(a.detail, x.v[0]->detail);
+        assert_int_equal(x.v[1]->id, b.id);
+        assert_null(x.v[1]->name);
+        assert_int_equal(x.v[1]->device_id, rec->id);
+        assert_int_equal(x.v[1]->since, 200);
+        assert_json_equal(b.detail, x.v[1]->detail);
+        drifts_done(&x);
+
+        /* A new detail and name, the same item. */
+        want = json_tokener_parse("{\"fs_uuid\":\"abc\",\"kname\":\"loop5\",\"others\":[7,9]}");
+        assert_non_null(want);
+        assert_int_equal(journal_update_drift(j, b.id, "renamed-dev", want), 0);
+        assert_int_equal(journal_close_drift(j, a.id, 300), 0);
+        assert_int_equal(journal_load_open_drift(j, collect_drift, &x), 0);
+        assert_int_equal(x.n, 1);
+        assert_int_equal(x.v[0]->id, b.id);
+        assert_int_equal(x.v[0]->since, 200);
+        assert_json_equal(want, x.v[0]->detail);
+        assert_string_equal(x.v[0]->name, "renamed-dev");
+        drifts_done(&x);
+        journal_close(j);
+
+        /* The closed item stays, with when it closed. */
+        other = open_other(path);
+        assert_int_equal(query_int(other, "SELECT COUNT(*) FROM drift"), 2);
+        assert_int_equal(query_int(other, "SELECT closed FROM drift WHERE kind = 'missing'"), 300);
+        assert_int_equal(query_int(other, "SELECT COUNT(*) FROM drift WHERE closed IS NULL"), 1);
+        detail = query_text(other, "SELECT detail FROM drift WHERE kind = 'duplicate_uuid'");
+        assert_string_equal(detail, "{\"fs_uuid\":\"abc\",\"kname\":\"loop5\",\"others\":[7,9]}");
+        sqlite3_close(other);
+
+        json_object_put(want);
+        json_object_put(a.detail);
+        json_object_put(b.detail);
+        device_record_free(rec);
+}
+
+/* Names are unique in the journal too, whatever the ledger checks first. */
+static void test_device_names_unique(void **state) {
+        _cleanup_free_ char *path = db_path("names");
+        struct device_record *a = record_new("serial:M:A", DEVICE_PRESENT, 1, 1);
+        struct device_record *b = record_new("serial:M:B", DEVICE_GONE, 1, 1);
+        struct loaded l = {};
+        struct journal *j;
+
+        j = open_journal(path);
+        a->name = strdup("backup");
+        assert_int_equal(journal_insert_device(j, a), 0);
+        assert_int_equal(journal_insert_device(j, b), 0);
+        b->name = strdup("backup");
+        assert_true(journal_update_device(j, b) < 0);
+        /* Any number of records without a name. */
+        free(a->name);
+        a->name = NULL;
+        free(b->name);
+        b->name = NULL;
+        assert_int_equal(journal_update_device(j, a), 0);
+        assert_int_equal(journal_update_device(j, b), 0);
+        b->name = strdup("backup");
+        assert_int_equal(journal_update_device(j, b), 0);
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_null(l.recs[0]->name);
+        assert_string_equal(l.recs[1]->name, "backup");
+        loaded_done(&l);
+        journal_close(j);
+        device_record_free(a);
+        device_record_free(b);
+}
+
+static void test_migrate_from_v2(void **state) {
+        static const struct fixture_expect v2 = { .n_devices = 2, .n_events = 6, .last_seq = 6, .has_meta = true };
+        _cleanup_free_ char *path = db_path("migrate-v2-content"), *meta = NULL;
+        struct device_record *rec;
+        struct loaded l = {};
+        struct exps x = {};
+        struct drifts dr = {};
+        struct drift_item d = { .kind = (char *) "label_mismatch", .name = (char *) "alpha", .since = 1795823600000000 };
+        struct expectation *e;
+        json_object *list, *want;
+        struct journal *j;
+        char *kind = NULL;
+
+        check_migration_from_fixture("journal-v2.sql", 2, &v2);
+
+        /* What the v2 fixture says, read through the current API. */
+        db_from_sql_fixture("journal-v2.sql", path);
+        j = open_journal(path);
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_int_equal(l.recs[0]->id, 1);
+        assert_string_equal(l.recs[0]->identity, "loop:254:0:10952825");
+        assert_int_equal(l.recs[0]->state, DEVICE_PRESENT);
+        assert_string_equal(l.recs[0]->facts.fs_label, "alpha2");
+        assert_string_equal(l.recs[0]->facts.loop_backing_file, "/tmp/v2gen/img/a.img");
+        assert_int_equal(l.recs[0]->facts.diskseq, 10930);
+        assert_int_equal(l.recs[1]->state, DEVICE_GONE);
+        assert_string_equal(l.recs[1]->facts.fs_type, "swap");
+        /* last_verified comes from last_seen; the rest is new and empty. */
+        assert_int_equal(l.recs[0]->last_seen, 1795823552455365);
+        assert_int_equal(l.recs[0]->last_verified, 1795823552455365);
+        assert_int_equal(l.recs[1]->last_verified, l.recs[1]->last_seen);
+        for (size_t i = 0; i < 2; i++) {
+                assert_null(l.recs[i]->name);
+                assert_null(l.recs[i]->identity_aux);
+                assert_int_equal(l.recs[i]->verified_pass, 0);
+        }
+
+        /* A migrated journal takes names, expectations and drift. */
+        l.recs[0]->name = strdup("alpha");
+        l.recs[0]->identity_aux = strdup("1795823000.000000001");
+        assert_int_equal(journal_update_device(j, l.recs[0]), 0);
+        rec = record_new("kname:loop9", DEVICE_PRESENT, 1, 1);
+        rec->name = strdup("alpha");
+        assert_true(journal_insert_device(j, rec) < 0);
+        device_record_free(rec);
+        loaded_done(&l);
+        e = expectation_new("alpha", "fs_uuid", "AA5E0C9D-45E2-48A9-8AAB-A5E0BBEFA86C", "ext4", "alpha", FIELD_NULL, 5);
+        assert_int_equal(journal_put_expectation(j, e), 0);
+        expectation_free(e);
+        d.device_id = 1;
+        d.detail = json_tokener_parse("{\"expected\":\"alpha\",\"actual\":\"alpha2\"}");
+        assert_non_null(d.detail);
+        assert_int_equal(journal_insert_drift(j, &d), 0);
+
+        /* The old meta survives; the history goes on after the old head. */
+        assert_int_equal(journal_meta_get(j, "last_full_scan", &meta), 0);
+        assert_string_equal(meta, "2026-11-27T23:52:32.456576Z");
+        assert_int_equal(journal_last_daemon_event(j, &kind), 0);
+        assert_string_equal(kind, "daemon_stopped");
+        free(kind);
+        list = events_of(j, 0, 100, 1);
+        assert_int_equal(json_object_array_length(list), 2);
+        want = json_tokener_parse("{\"fs_label\":\"alpha2\"}");
+        assert_json_equal(want, member(json_object_array_get_idx(list, 1), "after"));
+        json_object_put(want);
+        json_object_put(list);
+        journal_close(j);
+
+        j = open_journal(path);
+        assert_int_equal(journal_load_devices(j, collect, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_string_equal(l.recs[0]->name, "alpha");
+        assert_string_equal(l.recs[0]->identity_aux, "1795823000.000000001");
+        assert_null(l.recs[1]->name);
+        loaded_done(&l);
+        assert_int_equal(journal_load_expectations(j, collect_expectation, &x), 0);
+        assert_int_equal(x.n, 1);
+        assert_string_equal(x.v[0]->match_kind, "fs_uuid");
+        assert_string_equal(x.v[0]->fs_label, "alpha");
+        exps_done(&x);
+        assert_int_equal(journal_load_open_drift(j, collect_drift, &dr), 0);
+        assert_int_equal(dr.n, 1);
+        assert_int_equal(dr.v[0]->id, d.id);
+        assert_int_equal(dr.v[0]->device_id, 1);
+        assert_string_equal(dr.v[0]->kind, "label_mismatch");
+        assert_json_equal(d.detail, dr.v[0]->detail);
+        drifts_done(&dr);
+        journal_close(j);
+        json_object_put(d.detail);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_new_journal_is_current_wal_full),
@@ -1014,6 +1435,10 @@ int main(void) {
                 cmocka_unit_test(test_refuse_newer_schema_wal),
                 cmocka_unit_test(test_refuse_garbage),
                 cmocka_unit_test(test_migrate_from_v1),
+                cmocka_unit_test(test_migrate_from_v2),
+                cmocka_unit_test(test_expectations_round_trip),
+                cmocka_unit_test(test_drift_round_trip),
+                cmocka_unit_test(test_device_names_unique),
         };
 
         return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,5 +1,7 @@
-/* Description: the ledger matches observations to records by identity, never by kernel
- * name, and writes one event per real change and none for a repeat, also across a restart. */
+/* Description: the ledger matches observations to records by identity, never by kernel name, and writes one event per real change and none for a repeat, also across a restart. */
+/* Matching in place, moved ("renamed"), back ("reappeared") and new; loop-file qualifiers
+ * (identity_aux) against inode reuse; passes and sweeps with freshness (verified_pass,
+ * last_verified); ledger names. */
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
@@ -104,10 +106,15 @@ static void items_done(struct ledger_item *items, size_t n) {
                 ledger_item_done(&items[i]);
 }
 
-/* ledger_apply() borrows the items: the same batch can be applied again. */
+/* ledger_apply() borrows the items: the same batch can be applied again. A full scan is
+ * a pass: begun, the batch applied, then swept (what it did not see is gone). */
 static void apply(struct env *e, struct ledger_item *items, size_t n, bool full, int64_t now,
                   struct ledger_stats *st) {
-        assert_int_equal(ledger_apply(&e->ledger, items, n, full, now, st), 0);
+        if (full)
+                ledger_begin_pass(&e->ledger);
+        assert_int_equal(ledger_apply(&e->ledger, items, n, now, st), 0);
+        if (full)
+                assert_int_equal(ledger_sweep(&e->ledger, now, st), 0);
 }
 
 static json_object *events_since(struct env *e, int64_t since) {
@@ -166,9 +173,12 @@ static void assert_ledger_matches_journal(struct env *e) {
 
                 assert_non_null(a);
                 assert_string_equal(a->identity, b->identity);
+                assert_true(streq_ptr(a->identity_aux, b->identity_aux));
+                assert_true(streq_ptr(a->name, b->name));
                 assert_int_equal(a->state, b->state);
                 assert_int_equal(a->first_seen, b->first_seen);
                 assert_int_equal(a->last_seen, b->last_seen);
+                assert_int_equal(a->last_verified, b->last_verified);
                 assert_int_equal(device_facts_diff(&a->facts, &b->facts, NULL, NULL), 0);
         }
         ledger_done(&fresh);
@@ -218,6 +228,10 @@ static void test_first_apply_appears(void **state) {
         assert_string_equal(r0->identity, "loop:259:2:11");
         assert_int_equal(r0->first_seen, T1);
         assert_int_equal(r0->last_seen, T1);
+        /* Verified in this run, now. */
+        assert_int_equal(r0->last_verified, T1);
+        assert_int_not_equal(r0->verified_pass, 0);
+        assert_int_equal(ledger_count_verified(&e->ledger), 2);
         assert_int_equal(device_facts_diff(&r0->facts, &items[0].observed->facts, NULL, NULL), 0);
         assert_int_equal(device_facts_diff(&r1->facts, &items[1].observed->facts, NULL, NULL), 0);
 
@@ -227,7 +241,8 @@ static void test_first_apply_appears(void **state) {
                 json_object *x = json_object_array_get_idx(ev, i);
                 assert_string_equal(kind_of(x), "appeared");
                 assert_int_equal(json_object_get_int64(member(x, "seq")), (int64_t) i + 1);
-                assert_null(member(x, "before"));
+                /* Nothing before: an empty object. */
+                assert_json_text(member(x, "before"), "{}");
         }
         assert_int_equal(device_of(json_object_array_get_idx(ev, 0)), r0->id);
         assert_int_equal(device_of(json_object_array_get_idx(ev, 1)), r1->id);
@@ -408,6 +423,7 @@ static void test_reappear_under_other_kname(void **state) {
         apply(e, removal, 1, false, T2, NULL);
         apply(e, back, 1, false, T3, &st);
         assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.renamed, 1);
         assert_int_equal(st.changed + st.disappeared, 0);
 
         assert_int_equal(e->ledger.n_recs, 1);
@@ -419,20 +435,22 @@ static void test_reappear_under_other_kname(void **state) {
         assert_int_equal(r->first_seen, T1);
         assert_int_equal(r->last_seen, T3);
 
+        /* Back (the state), then under another name (the place): two events. */
         ev = events_since(e, 2);
-        assert_int_equal(json_object_array_length(ev), 1);
+        assert_int_equal(json_object_array_length(ev), 2);
         x = json_object_array_get_idx(ev, 0);
         assert_string_equal(kind_of(x), "reappeared");
         assert_int_equal(device_of(x), id);
         before = member(x, "before");
         after = member(x, "after");
-        assert_string_equal(json_object_get_string(member(before, "kname")), "loop0");
-        assert_string_equal(json_object_get_string(member(after, "kname")), "loop3");
-        assert_string_equal(json_object_get_string(member(before, "state")), "gone");
-        assert_string_equal(json_object_get_string(member(after, "state")), "present");
-        /* Only what differs: name, node and number, and the state. */
-        assert_json_text(before, "{\"kname\":\"loop0\",\"devnode\":\"/dev/loop0\",\"dev\":\"7:0\",\"state\":\"gone\"}");
-        assert_json_text(after, "{\"kname\":\"loop3\",\"devnode\":\"/dev/loop3\",\"dev\":\"7:3\",\"state\":\"present\"}");
+        assert_json_text(before, "{\"state\":\"gone\"}");
+        assert_json_text(after, "{\"state\":\"present\"}");
+        x = json_object_array_get_idx(ev, 1);
+        assert_string_equal(kind_of(x), "renamed");
+        assert_int_equal(device_of(x), id);
+        /* Only what differs: name, node and number. */
+        assert_json_text(member(x, "before"), "{\"kname\":\"loop0\",\"devnode\":\"/dev/loop0\",\"dev\":\"7:0\"}");
+        assert_json_text(member(x, "after"), "{\"kname\":\"loop3\",\"devnode\":\"/dev/loop3\",\"dev\":\"7:3\"}");
         json_object_put(ev);
 
         assert_ledger_matches_journal(e);
@@ -441,7 +459,8 @@ static void test_reappear_under_other_kname(void **state) {
         items_done(back, 1);
 }
 
-/* The removal and the new name arrive in one batch: the record is still taken back. */
+/* The removal and the new name arrive in one batch: the device moved while present, one
+ * "renamed" event, never disappeared and appeared. */
 static void test_move_within_one_batch(void **state) {
         struct env *e = *state;
         struct device_record *d = dev_new("loop:259:2:11", "loop3", 3, 1 << 20);
@@ -458,12 +477,20 @@ static void test_move_within_one_batch(void **state) {
         assert_int_equal(e->ledger.recs[0]->id, id);
         assert_int_equal(e->ledger.recs[0]->state, DEVICE_PRESENT);
         assert_string_equal(e->ledger.recs[0]->facts.kname, "loop7");
+        assert_string_equal(e->ledger.recs[0]->facts.dev, "7:7");
+        assert_int_equal(e->ledger.recs[0]->first_seen, T1);
+        assert_int_equal(e->ledger.recs[0]->last_seen, T2);
+        assert_int_equal(st.renamed, 1);
+        assert_int_equal(st.appeared + st.disappeared + st.changed, 0);
 
         ev = events_since(e, 1);
-        assert_int_equal(json_object_array_length(ev), 2);
-        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "disappeared");
-        assert_string_equal(kind_of(json_object_array_get_idx(ev, 1)), "reappeared");
-        assert_int_equal(device_of(json_object_array_get_idx(ev, 1)), id);
+        assert_int_equal(json_object_array_length(ev), 1);
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "renamed");
+        assert_int_equal(device_of(json_object_array_get_idx(ev, 0)), id);
+        assert_json_text(member(json_object_array_get_idx(ev, 0), "before"),
+                         "{\"kname\":\"loop3\",\"devnode\":\"/dev/loop3\",\"dev\":\"7:3\"}");
+        assert_json_text(member(json_object_array_get_idx(ev, 0), "after"),
+                         "{\"kname\":\"loop7\",\"devnode\":\"/dev/loop7\",\"dev\":\"7:7\"}");
         json_object_put(ev);
         assert_ledger_matches_journal(e);
         items_done(first, 1);
@@ -595,25 +622,66 @@ static void test_full_scan_marks_missing_gone(void **state) {
         items_done(partial, 2);
 }
 
-/* A full scan that finds a device under a new name takes its record back. */
+/* A full scan that finds a device under a new name takes its record back. The reconciler
+ * observes the old place too (its batch shows loop0 empty), so the record moves. */
 static void test_full_scan_rename(void **state) {
         struct env *e = *state;
         struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)) };
-        struct ledger_item scan[] = { item("loop4", dev_new("loop:259:2:10", "loop4", 4, 1 << 20)) };
+        struct ledger_item scan[] = { item("loop4", dev_new("loop:259:2:10", "loop4", 4, 1 << 20)), item("loop0", NULL) };
         struct ledger_stats st = {};
+        json_object *ev;
         int64_t id;
 
         apply(e, first, 1, false, T1, NULL);
         id = e->ledger.recs[0]->id;
-        apply(e, scan, 1, true, T2, &st);
+        apply(e, scan, 2, true, T2, &st);
         assert_int_equal(e->ledger.n_recs, 1);
         assert_int_equal(e->ledger.recs[0]->id, id);
         assert_int_equal(e->ledger.recs[0]->state, DEVICE_PRESENT);
         assert_string_equal(e->ledger.recs[0]->facts.kname, "loop4");
-        assert_int_equal(st.disappeared, 1);
-        assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.renamed, 1);
+        assert_int_equal(st.disappeared + st.appeared + st.changed, 0);
+        ev = events_since(e, 1);
+        assert_int_equal(json_object_array_length(ev), 1);
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "renamed");
+        json_object_put(ev);
         items_done(first, 1);
-        items_done(scan, 1);
+        items_done(scan, 2);
+}
+
+/* A pass observes in chunks: when the chunk with the empty old place comes first, the
+ * record is gone for a moment and comes back in the next chunk, the same record. */
+static void test_pass_in_chunks_rename(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)) };
+        struct ledger_item chunk1[] = { item("loop0", NULL) };
+        struct ledger_item chunk2[] = { item("loop4", dev_new("loop:259:2:10", "loop4", 4, 1 << 20)) };
+        struct ledger_stats st = {};
+        json_object *ev;
+        int64_t id;
+
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        ledger_begin_pass(&e->ledger);
+        assert_int_equal(ledger_apply(&e->ledger, chunk1, 1, T2, &st), 0);
+        assert_int_equal(ledger_apply(&e->ledger, chunk2, 1, T2, &st), 0);
+        assert_int_equal(ledger_sweep(&e->ledger, T2, &st), 0);
+        assert_int_equal(e->ledger.n_recs, 1);
+        assert_int_equal(e->ledger.recs[0]->id, id);
+        assert_int_equal(e->ledger.recs[0]->state, DEVICE_PRESENT);
+        assert_string_equal(e->ledger.recs[0]->facts.kname, "loop4");
+        ev = events_since(e, 1);
+        assert_int_equal(json_object_array_length(ev), 3);
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "disappeared");
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 1)), "reappeared");
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 2)), "renamed");
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(device_of(json_object_array_get_idx(ev, i)), id);
+        json_object_put(ev);
+        assert_ledger_matches_journal(e);
+        items_done(first, 1);
+        items_done(chunk1, 1);
+        items_done(chunk2, 1);
 }
 
 static void test_find_by_name(void **state) {
@@ -691,6 +759,586 @@ static void test_stats_add_up(void **state) {
         items_done(second, 3);
 }
 
+/* ---- moves, twins, qualifiers ------------------------------------------------------- */
+
+static struct device_record *with_aux(struct device_record *d, const char *aux) {
+        free(d->identity_aux);
+        d->identity_aux = aux ? strdup(aux) : NULL;
+        assert_true(!aux || d->identity_aux);
+        return d;
+}
+
+static size_t count_kind(json_object *ev, const char *kind) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < json_object_array_length(ev); i++)
+                n += streq(kind_of(json_object_array_get_idx(ev, i)), kind);
+        return n;
+}
+
+/* A device moves from loop3 to loop7 while another device takes loop3, in one batch:
+ * the first is renamed, the second is new. */
+static void test_move_while_other_takes_place(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop3", dev_new("loop:259:2:11", "loop3", 3, 1 << 20)) };
+        struct ledger_item batch[] = {
+                item("loop3", dev_new("loop:259:2:99", "loop3", 3, 8 << 20)),
+                item("loop7", dev_new("loop:259:2:11", "loop7", 7, 1 << 20)),
+        };
+        struct ledger_stats st = {};
+        struct device_record *moved, *other;
+        json_object *ev;
+        int64_t id;
+
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        apply(e, batch, 2, false, T2, &st);
+        assert_int_equal(e->ledger.n_recs, 2);
+        moved = ledger_find_by_id(&e->ledger, id);
+        assert_int_equal(moved->state, DEVICE_PRESENT);
+        assert_string_equal(moved->facts.kname, "loop7");
+        other = find_kname_state(e, "loop3", DEVICE_PRESENT);
+        assert_non_null(other);
+        assert_int_not_equal(other->id, id);
+        assert_string_equal(other->identity, "loop:259:2:99");
+        assert_int_equal(st.renamed, 1);
+        assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.disappeared + st.changed, 0);
+
+        ev = events_since(e, 1);
+        assert_int_equal(json_object_array_length(ev), 2);
+        assert_int_equal(count_kind(ev, "renamed"), 1);
+        assert_int_equal(count_kind(ev, "appeared"), 1);
+        for (size_t i = 0; i < 2; i++) {
+                json_object *x = json_object_array_get_idx(ev, i);
+                assert_int_equal(device_of(x), streq(kind_of(x), "renamed") ? id : other->id);
+        }
+        json_object_put(ev);
+        assert_ledger_matches_journal(e);
+        items_done(first, 1);
+        items_done(batch, 2);
+}
+
+/* Two devices trade places in one batch: both renamed, no record lost or added. */
+static void test_swap_places(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = {
+                item("loop3", dev_new("loop:259:2:11", "loop3", 3, 1 << 20)),
+                item("loop7", dev_new("loop:259:2:22", "loop7", 7, 2 << 20)),
+        };
+        struct ledger_item swapped[] = {
+                item("loop3", dev_new("loop:259:2:22", "loop3", 3, 2 << 20)),
+                item("loop7", dev_new("loop:259:2:11", "loop7", 7, 1 << 20)),
+        };
+        struct ledger_stats st = {};
+        int64_t a, b;
+
+        apply(e, first, 2, false, T1, NULL);
+        a = find_kname_state(e, "loop3", DEVICE_PRESENT)->id;
+        b = find_kname_state(e, "loop7", DEVICE_PRESENT)->id;
+        apply(e, swapped, 2, false, T2, &st);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(st.renamed, 2);
+        assert_int_equal(st.appeared + st.disappeared + st.changed, 0);
+        assert_string_equal(ledger_find_by_id(&e->ledger, a)->facts.kname, "loop7");
+        assert_string_equal(ledger_find_by_id(&e->ledger, b)->facts.kname, "loop3");
+        assert_int_equal(ledger_count_present(&e->ledger), 2);
+        assert_int_equal(journal_last_seq(e->journal), 4);
+        assert_ledger_matches_journal(e);
+        items_done(first, 2);
+        items_done(swapped, 2);
+}
+
+/* One image attached a second time while the first is still there: the batch shows both
+ * places with one identity, and neither takes the other's record. */
+static void test_attached_twice_later(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:11", "loop0", 0, 1 << 20)) };
+        struct ledger_item both[] = {
+                item("loop0", dev_new("loop:259:2:11", "loop0", 0, 1 << 20)),
+                item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)),
+        };
+        struct ledger_stats st = {};
+        struct device_record *a, *b;
+        int64_t id;
+
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        apply(e, both, 2, false, T2, &st);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.renamed + st.disappeared + st.changed, 0);
+        a = find_kname_state(e, "loop0", DEVICE_PRESENT);
+        b = find_kname_state(e, "loop1", DEVICE_PRESENT);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(a->id, id);
+        assert_int_not_equal(b->id, id);
+
+        /* The second copy detached, then attached again elsewhere: it comes back to a
+         * gone record of the identity, not to the present one. */
+        items_done(both, 2);
+        both[0] = item("loop1", NULL);
+        both[1] = item("loop5", dev_new("loop:259:2:11", "loop5", 5, 1 << 20));
+        apply(e, both, 1, false, T3, NULL);
+        assert_int_equal(b->state, DEVICE_GONE);
+        apply(e, both + 1, 1, false, T4, &st);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(b->state, DEVICE_PRESENT);
+        assert_string_equal(b->facts.kname, "loop5");
+        assert_int_equal(a->state, DEVICE_PRESENT);
+        assert_string_equal(a->facts.kname, "loop0");
+        assert_ledger_matches_journal(e);
+        items_done(first, 1);
+        items_done(both, 2);
+}
+
+/* A loop file deleted and another created may get the same inode: a known birth time
+ * that differs makes it another device. */
+static void test_aux_inode_reuse_is_new_record(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", with_aux(dev_new("loop:259:2:11", "loop0", 0, 1 << 20), "100.0")) };
+        struct ledger_item removal[] = { item("loop0", NULL) };
+        struct ledger_item reused[] = { item("loop2", with_aux(dev_new("loop:259:2:11", "loop2", 2, 1 << 20), "200.0")) };
+        struct ledger_stats st = {};
+        struct device_record *old, *new;
+
+        apply(e, first, 1, false, T1, NULL);
+        apply(e, removal, 1, false, T2, NULL);
+        apply(e, reused, 1, false, T3, &st);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.renamed, 0);
+        old = find_kname_state(e, "loop0", DEVICE_GONE);
+        new = find_kname_state(e, "loop2", DEVICE_PRESENT);
+        assert_non_null(old);
+        assert_non_null(new);
+        assert_string_equal(old->identity_aux, "100.0");
+        assert_string_equal(new->identity_aux, "200.0");
+        assert_int_equal(new->first_seen, T3);
+        assert_ledger_matches_journal(e);
+
+        /* At the same name while the old one is present: the old one is gone, a new one
+         * appears (not "in place"). */
+        items_done(first, 1);
+        first[0] = item("loop2", with_aux(dev_new("loop:259:2:11", "loop2", 2, 1 << 20), "300.0"));
+        st = (struct ledger_stats) {};
+        apply(e, first, 1, false, T4, &st);
+        assert_int_equal(e->ledger.n_recs, 3);
+        assert_int_equal(st.disappeared, 1);
+        assert_int_equal(st.appeared, 1);
+        assert_int_equal(new->state, DEVICE_GONE);
+        assert_string_equal(find_kname_state(e, "loop2", DEVICE_PRESENT)->identity_aux, "300.0");
+        items_done(first, 1);
+        items_done(removal, 1);
+        items_done(reused, 1);
+}
+
+/* An unknown birth time on either side does not tell devices apart; the record learns
+ * the qualifier when the observation has it, and keeps it when it does not. */
+static void test_aux_unknown_is_compatible(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", with_aux(dev_new("loop:259:2:11", "loop0", 0, 1 << 20), "100.0")) };
+        struct ledger_item removal[] = { item("loop0", NULL) };
+        struct ledger_item unknown[] = { item("loop2", dev_new("loop:259:2:11", "loop2", 2, 1 << 20)) };
+        struct ledger_item second[] = { item("loop4", dev_new("loop:259:2:12", "loop4", 4, 1 << 20)) };
+        struct ledger_item known[] = { item("loop5", with_aux(dev_new("loop:259:2:12", "loop5", 5, 1 << 20), "500.0")) };
+        struct ledger_item removal4[] = { item("loop4", NULL) };
+        struct ledger_item same_place[] = { item("loop5", with_aux(dev_new("loop:259:2:12", "loop5", 5, 1 << 20), "500.0")) };
+        struct ledger_stats st = {};
+        struct device_record *r, *r2;
+        int64_t id, id2;
+        int64_t seq;
+
+        /* Record with a qualifier, observation without: the same device. */
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        apply(e, removal, 1, false, T2, NULL);
+        apply(e, unknown, 1, false, T3, &st);
+        assert_int_equal(e->ledger.n_recs, 1);
+        r = ledger_find_by_id(&e->ledger, id);
+        assert_int_equal(r->state, DEVICE_PRESENT);
+        assert_string_equal(r->facts.kname, "loop2");
+        assert_string_equal(r->identity_aux, "100.0");
+        assert_int_equal(st.appeared, 1); /* reappeared */
+        assert_int_equal(st.renamed, 1);
+
+        /* Record without a qualifier, observation with one: the same device, and the
+         * record learns it (on disk too). */
+        apply(e, second, 1, false, T1, NULL);
+        r2 = find_kname_state(e, "loop4", DEVICE_PRESENT);
+        id2 = r2->id;
+        assert_null(r2->identity_aux);
+        apply(e, removal4, 1, false, T2, NULL);
+        apply(e, known, 1, false, T3, NULL);
+        assert_int_equal(e->ledger.n_recs, 2);
+        r2 = ledger_find_by_id(&e->ledger, id2);
+        assert_int_equal(r2->state, DEVICE_PRESENT);
+        assert_string_equal(r2->facts.kname, "loop5");
+        assert_non_null(r2->identity_aux);
+        assert_string_equal(r2->identity_aux, "500.0");
+        assert_ledger_matches_journal(e);
+
+        /* Learning the qualifier in place writes it, but is no event. */
+        restart(e);
+        r2 = ledger_find_by_id(&e->ledger, id2);
+        assert_string_equal(r2->identity_aux, "500.0");
+        free(r2->identity_aux);
+        r2->identity_aux = NULL;
+        assert_int_equal(journal_update_device(e->journal, r2), 0);
+        seq = journal_last_seq(e->journal);
+        apply(e, same_place, 1, false, T4, NULL);
+        assert_int_equal(journal_last_seq(e->journal), seq);
+        assert_string_equal(ledger_find_by_id(&e->ledger, id2)->identity_aux, "500.0");
+        assert_ledger_matches_journal(e);
+        restart(e);
+        assert_string_equal(ledger_find_by_id(&e->ledger, id2)->identity_aux, "500.0");
+
+        items_done(first, 1);
+        items_done(removal, 1);
+        items_done(unknown, 1);
+        items_done(second, 1);
+        items_done(known, 1);
+        items_done(removal4, 1);
+        items_done(same_place, 1);
+}
+
+/* A device that comes back at its old name with another device number: the history says
+ * so. Every difference is written with its event. */
+static void test_reappear_same_kname_new_dev(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:11", "loop0", 0, 1 << 20)) };
+        struct ledger_item removal[] = { item("loop0", NULL) };
+        struct ledger_item back[] = { item("loop0", dev_new("loop:259:2:11", "loop0", 0, 1 << 20)) };
+        json_object *ev;
+        bool dev_recorded = false;
+        int64_t id;
+
+        free(back[0].observed->facts.dev);
+        back[0].observed->facts.dev = strdup("259:7");
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        apply(e, removal, 1, false, T2, NULL);
+        apply(e, back, 1, false, T3, NULL);
+        assert_int_equal(e->ledger.n_recs, 1);
+        assert_string_equal(ledger_find_by_id(&e->ledger, id)->facts.dev, "259:7");
+
+        ev = events_since(e, 2);
+        assert_true(json_object_array_length(ev) >= 1);
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "reappeared");
+        for (size_t i = 0; i < json_object_array_length(ev); i++) {
+                json_object *x = json_object_array_get_idx(ev, i), *after = member(x, "after"), *v;
+                if (after && json_object_object_get_ex(after, "dev", &v) && streq_ptr(json_object_get_string(v), "259:7"))
+                        dev_recorded = true;
+        }
+        if (!dev_recorded) {
+                print_error("events after the return: %s\n", json_object_to_json_string(ev));
+                json_object_put(ev);
+                items_done(first, 1);
+                items_done(removal, 1);
+                items_done(back, 1);
+                fail_msg("the device number 7:0 -> 259:7 is in no event");
+        }
+        json_object_put(ev);
+        items_done(first, 1);
+        items_done(removal, 1);
+        items_done(back, 1);
+}
+
+/* ---- passes and freshness ----------------------------------------------------------- */
+
+static void test_pass_sweep(void **state) {
+        struct env *e = *state;
+        struct ledger_item all[] = {
+                item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)),
+                item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)),
+                item("loop2", dev_new("loop:259:2:12", "loop2", 2, 1 << 20)),
+        };
+        struct ledger_item removal[] = { item("loop2", NULL) };
+        struct ledger_stats st = {};
+        struct device_record *r0, *r1, *r2;
+        uint64_t gen;
+
+        apply(e, all, 3, false, T1, NULL);
+        r0 = find_kname_state(e, "loop0", DEVICE_PRESENT);
+        r1 = find_kname_state(e, "loop1", DEVICE_PRESENT);
+        r2 = find_kname_state(e, "loop2", DEVICE_PRESENT);
+        apply(e, removal, 1, false, T2, NULL);
+        assert_int_equal(r2->state, DEVICE_GONE);
+        assert_int_equal(r2->last_verified, T2);
+
+        gen = e->ledger.generation;
+        ledger_begin_pass(&e->ledger);
+        assert_true(e->ledger.generation > gen);
+        /* Nothing is verified in the new pass yet; the previous verification counts
+         * for "verified since start". */
+        assert_int_equal(ledger_count_verified(&e->ledger), 3);
+        assert_int_not_equal(r0->verified_pass, e->ledger.generation);
+
+        /* The pass sees loop0 only (in two applies: chunks), then sweeps. */
+        assert_int_equal(ledger_apply(&e->ledger, all, 1, T3, &st), 0);
+        assert_int_equal(ledger_apply(&e->ledger, NULL, 0, T3, &st), 0);
+        assert_int_equal(r0->verified_pass, e->ledger.generation);
+        assert_int_equal(r0->last_verified, T3);
+        assert_int_equal(r1->state, DEVICE_PRESENT);
+        assert_int_equal(ledger_sweep(&e->ledger, T4, &st), 0);
+        assert_int_equal(st.disappeared, 1);
+        assert_int_equal(st.checked, 1);
+        assert_int_equal(r0->state, DEVICE_PRESENT);
+        assert_int_equal(r1->state, DEVICE_GONE);
+        assert_int_equal(r1->last_verified, T4);
+        assert_int_equal(r1->last_seen, T1);
+        assert_int_equal(r1->verified_pass, e->ledger.generation);
+        /* Already gone and still not there: verified as absent, no event. */
+        assert_int_equal(r2->state, DEVICE_GONE);
+        assert_int_equal(r2->verified_pass, e->ledger.generation);
+        assert_int_equal(journal_last_seq(e->journal), 5);
+        assert_ledger_matches_journal(e);
+
+        /* A sweep right after another pass began and saw nothing: all gone. */
+        ledger_begin_pass(&e->ledger);
+        assert_int_equal(ledger_sweep(&e->ledger, T4 + 1, &st), 0);
+        assert_int_equal(ledger_count_present(&e->ledger), 0);
+        assert_int_equal(st.disappeared, 2);
+        /* A second sweep of the same pass finds nothing more to do. */
+        assert_int_equal(ledger_sweep(&e->ledger, T4 + 2, &st), 0);
+        assert_int_equal(st.disappeared, 2);
+        assert_int_equal(journal_last_seq(e->journal), 6);
+        items_done(all, 3);
+        items_done(removal, 1);
+}
+
+/* After a restart the records are last run's: unverified until this run has checked
+ * them, but they keep when they were last verified. */
+static void test_restart_unverified_until_checked(void **state) {
+        struct env *e = *state;
+        struct ledger_item items[] = {
+                item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)),
+                item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)),
+        };
+        struct ledger_item removal[] = { item("loop1", NULL) };
+        struct device_record *r0, *r1;
+
+        apply(e, items, 2, true, T1, NULL);
+        apply(e, removal, 1, false, T2, NULL);
+        assert_int_equal(ledger_count_verified(&e->ledger), 2);
+
+        restart(e);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(ledger_count_verified(&e->ledger), 0);
+        r0 = find_kname_state(e, "loop0", DEVICE_PRESENT);
+        r1 = find_kname_state(e, "loop1", DEVICE_GONE);
+        assert_non_null(r0);
+        assert_non_null(r1);
+        assert_int_equal(r0->verified_pass, 0);
+        assert_int_equal(r1->verified_pass, 0);
+        assert_int_equal(r0->last_verified, T1);
+        assert_int_equal(r1->last_verified, T2);
+
+        /* An event batch verifies what it shows. */
+        apply(e, items, 1, false, T3, NULL);
+        assert_int_not_equal(r0->verified_pass, 0);
+        assert_int_equal(r0->last_verified, T3);
+        assert_int_equal(r1->verified_pass, 0);
+        assert_int_equal(ledger_count_verified(&e->ledger), 1);
+
+        /* The pass verifies the rest, the gone one by its absence. */
+        ledger_begin_pass(&e->ledger);
+        assert_int_equal(ledger_apply(&e->ledger, items, 1, T4, NULL), 0);
+        assert_int_equal(ledger_sweep(&e->ledger, T4, NULL), 0);
+        assert_int_equal(ledger_count_verified(&e->ledger), 2);
+        assert_int_equal(r1->state, DEVICE_GONE);
+        assert_int_not_equal(r1->verified_pass, 0);
+        /* Nothing changed: no events since the removal. */
+        assert_int_equal(journal_last_seq(e->journal), 3);
+        items_done(items, 2);
+        items_done(removal, 1);
+}
+
+/* A restart with nothing changed adds no events, with names, qualifiers and gone
+ * records in the ledger, through a whole pass. */
+static void test_restart_quiet_full_pass(void **state) {
+        struct env *e = *state;
+        struct ledger_item items[] = {
+                item("loop0", with_aux(dev_new("loop:259:2:10", "loop0", 0, 1 << 20), "100.5")),
+                item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)),
+                item("loop2", dev_new("loop:259:2:12", "loop2", 2, 1 << 20)),
+        };
+        struct ledger_stats st = {};
+        int64_t seq;
+
+        apply(e, items, 3, true, T1, NULL);
+        assert_int_equal(ledger_set_name(&e->ledger, find_kname_state(e, "loop0", DEVICE_PRESENT), "root-img", T1), 0);
+        apply(e, items, 2, true, T2, NULL); /* loop2 gone */
+        seq = journal_last_seq(e->journal);
+        assert_int_equal(seq, 5);
+
+        for (int round = 0; round < 2; round++) {
+                restart(e);
+                apply(e, items, 2, true, T3 + round, &st);
+                assert_int_equal(journal_last_seq(e->journal), seq);
+                assert_int_equal(st.appeared + st.changed + st.renamed + st.disappeared, 0);
+                assert_int_equal(e->ledger.n_recs, 3);
+                assert_int_equal(ledger_count_present(&e->ledger), 2);
+                assert_string_equal(find_kname_state(e, "loop0", DEVICE_PRESENT)->name, "root-img");
+        }
+        items_done(items, 3);
+}
+
+/* ---- names -------------------------------------------------------------------------- */
+
+static void test_name_valid(void **state) {
+        static const char *const good[] = { "a", "backup", "root-img", "disk_2", "v1.2", "A-b_c.d", "0",
+                                            "x-", "x." };
+        static const char *const bad[] = { "", ".hidden", "-x", "a/b", "/abs", "..", ".", "a b", "tab\t",
+                                           "ü", "a*", "a:b", "$HOME", "new\nline" };
+        char max[65], over[66];
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                if (!ledger_name_valid(good[i]))
+                        fail_msg("\"%s\" refused", good[i]);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (ledger_name_valid(bad[i]))
+                        fail_msg("\"%s\" accepted", bad[i]);
+        assert_false(ledger_name_valid(NULL));
+        memset(max, 'n', 64);
+        max[64] = 0;
+        memset(over, 'n', 65);
+        over[65] = 0;
+        assert_true(ledger_name_valid(max));
+        assert_false(ledger_name_valid(over));
+}
+
+static void test_set_name(void **state) {
+        struct env *e = *state;
+        struct ledger_item items[] = {
+                item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)),
+                item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)),
+        };
+        struct device_record *a, *b;
+        char over[66];
+        json_object *ev, *x;
+        int64_t seq;
+
+        apply(e, items, 2, false, T1, NULL);
+        a = find_kname_state(e, "loop0", DEVICE_PRESENT);
+        b = find_kname_state(e, "loop1", DEVICE_PRESENT);
+        seq = journal_last_seq(e->journal);
+
+        assert_int_equal(ledger_set_name(&e->ledger, a, "backup", T2), 0);
+        assert_string_equal(a->name, "backup");
+        ev = events_since(e, seq);
+        assert_int_equal(json_object_array_length(ev), 1);
+        x = json_object_array_get_idx(ev, 0);
+        assert_string_equal(kind_of(x), "named");
+        assert_int_equal(device_of(x), a->id);
+        assert_json_text(member(x, "before"), "{\"name\":null}");
+        assert_json_text(member(x, "after"), "{\"name\":\"backup\"}");
+        json_object_put(ev);
+
+        /* Found by its name, before any kernel name. */
+        assert_ptr_equal(ledger_find_by_name(&e->ledger, "backup"), a);
+
+        /* Unique: another record cannot take it; nothing written. */
+        seq = journal_last_seq(e->journal);
+        assert_int_equal(ledger_set_name(&e->ledger, b, "backup", T2), -EEXIST);
+        assert_null(b->name);
+        /* Invalid names are refused before anything else. */
+        assert_int_equal(ledger_set_name(&e->ledger, b, "a/b", T2), -EINVAL);
+        assert_int_equal(ledger_set_name(&e->ledger, b, ".x", T2), -EINVAL);
+        assert_int_equal(ledger_set_name(&e->ledger, b, "-x", T2), -EINVAL);
+        memset(over, 'n', 65);
+        over[65] = 0;
+        assert_int_equal(ledger_set_name(&e->ledger, b, over, T2), -EINVAL);
+        assert_null(b->name);
+        /* The same name again: nothing to do, no event. */
+        assert_int_equal(ledger_set_name(&e->ledger, a, "backup", T2), 0);
+        assert_int_equal(journal_last_seq(e->journal), seq);
+
+        /* Renamed: before and after. */
+        assert_int_equal(ledger_set_name(&e->ledger, a, "vault", T3), 0);
+        ev = events_since(e, seq);
+        assert_int_equal(json_object_array_length(ev), 1);
+        x = json_object_array_get_idx(ev, 0);
+        assert_json_text(member(x, "before"), "{\"name\":\"backup\"}");
+        assert_json_text(member(x, "after"), "{\"name\":\"vault\"}");
+        json_object_put(ev);
+        /* The old name is free again. */
+        assert_int_equal(ledger_set_name(&e->ledger, b, "backup", T3), 0);
+        assert_string_equal(b->name, "backup");
+        assert_ledger_matches_journal(e);
+
+        /* Removed. */
+        seq = journal_last_seq(e->journal);
+        assert_int_equal(ledger_set_name(&e->ledger, b, NULL, T4), 0);
+        assert_null(b->name);
+        ev = events_since(e, seq);
+        assert_int_equal(json_object_array_length(ev), 1);
+        assert_json_text(member(json_object_array_get_idx(ev, 0), "before"), "{\"name\":\"backup\"}");
+        assert_json_text(member(json_object_array_get_idx(ev, 0), "after"), "{\"name\":null}");
+        json_object_put(ev);
+        /* Removing no name: nothing. */
+        seq = journal_last_seq(e->journal);
+        assert_int_equal(ledger_set_name(&e->ledger, b, NULL, T4), 0);
+        assert_int_equal(journal_last_seq(e->journal), seq);
+        assert_ledger_matches_journal(e);
+        items_done(items, 2);
+}
+
+/* The name belongs to the record: it survives a restart and follows the device to
+ * another kernel name, while present and after being gone; a gone record keeps it. */
+static void test_name_follows_record(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop3", dev_new("loop:259:2:11", "loop3", 3, 1 << 20)) };
+        struct ledger_item moved[] = { item("loop7", dev_new("loop:259:2:11", "loop7", 7, 1 << 20)), item("loop3", NULL) };
+        struct ledger_item removal[] = { item("loop7", NULL) };
+        struct ledger_item back[] = { item("loop1", dev_new("loop:259:2:11", "loop1", 1, 1 << 20)) };
+        struct ledger_item other[] = { item("loop3", dev_new("loop:259:2:99", "loop3", 3, 1 << 20)) };
+        struct device_record *r;
+        int64_t id;
+
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        assert_int_equal(ledger_set_name(&e->ledger, e->ledger.recs[0], "backup", T1), 0);
+
+        restart(e);
+        r = ledger_find_by_id(&e->ledger, id);
+        assert_string_equal(r->name, "backup");
+        assert_ptr_equal(ledger_find_by_name(&e->ledger, "backup"), r);
+
+        apply(e, moved, 2, false, T2, NULL);
+        r = ledger_find_by_id(&e->ledger, id);
+        assert_string_equal(r->facts.kname, "loop7");
+        assert_string_equal(r->name, "backup");
+        assert_ptr_equal(ledger_find_by_name(&e->ledger, "backup"), r);
+
+        apply(e, removal, 1, false, T3, NULL);
+        assert_int_equal(r->state, DEVICE_GONE);
+        assert_string_equal(r->name, "backup");
+        assert_ptr_equal(ledger_find_by_name(&e->ledger, "backup"), r);
+        /* Another device at the old place does not get the name. */
+        apply(e, other, 1, false, T3, NULL);
+        assert_null(find_kname_state(e, "loop3", DEVICE_PRESENT)->name);
+
+        apply(e, back, 1, false, T4, NULL);
+        assert_int_equal(e->ledger.n_recs, 2);
+        assert_int_equal(r->state, DEVICE_PRESENT);
+        assert_string_equal(r->facts.kname, "loop1");
+        assert_string_equal(r->name, "backup");
+        assert_ledger_matches_journal(e);
+
+        restart(e);
+        r = ledger_find_by_name(&e->ledger, "backup");
+        assert_non_null(r);
+        assert_int_equal(r->id, id);
+        assert_string_equal(r->facts.kname, "loop1");
+        items_done(first, 1);
+        items_done(moved, 2);
+        items_done(removal, 1);
+        items_done(back, 1);
+        items_done(other, 1);
+}
+
 /* A batch whose commit fails leaves memory as the journal has it: nothing half-applied. */
 static void test_failed_apply_changes_nothing(void **state) {
         struct env *e = *state;
@@ -712,7 +1360,7 @@ static void test_failed_apply_changes_nothing(void **state) {
                          SQLITE_OK);
 
         /* loop0's change is written first, then loop1's "appeared" fails. */
-        r = ledger_apply(&e->ledger, second, 2, false, T2, &st);
+        r = ledger_apply(&e->ledger, second, 2, T2, &st);
         assert_true(r < 0);
         assert_int_equal(st.checked + st.appeared + st.changed + st.disappeared, 0);
         assert_int_equal(e->ledger.n_recs, 1);
@@ -744,8 +1392,21 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_other_device_at_kname, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_full_scan_marks_missing_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_full_scan_rename, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pass_in_chunks_rename, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_find_by_name, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stats_add_up, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_move_while_other_takes_place, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_swap_places, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_attached_twice_later, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_aux_inode_reuse_is_new_record, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_aux_unknown_is_compatible, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reappear_same_kname_new_dev, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pass_sweep, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_unverified_until_checked, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_quiet_full_pass, setup, teardown),
+                cmocka_unit_test(test_name_valid),
+                cmocka_unit_test_setup_teardown(test_set_name, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_name_follows_record, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_failed_apply_changes_nothing, setup, teardown),
         };
 

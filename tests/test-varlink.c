@@ -449,11 +449,11 @@ static void test_call_parse_valid(void **state) {
         assert_null(c.method);
         assert_null(c.parameters);
 
-        assert_int_equal(vl_call_parse(LIT("{\"method\":\"io.blkledger.Rescan\",\"oneway\":true}"), &c, NULL), 0);
+        assert_int_equal(vl_call_parse(LIT("{\"method\":\"io.blkledger.Reconcile\",\"oneway\":true}"), &c, NULL), 0);
         assert_int_equal(c.flags, VL_CALL_ONEWAY);
         vl_call_done(&c);
 
-        assert_int_equal(vl_call_parse(LIT("{\"method\":\"io.blkledger.Rescan\",\"upgrade\":true,"
+        assert_int_equal(vl_call_parse(LIT("{\"method\":\"io.blkledger.Reconcile\",\"upgrade\":true,"
                                            "\"more\":false,\"oneway\":false}"),
                                        &c, NULL),
                          0);

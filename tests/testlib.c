@@ -157,6 +157,8 @@ int tl_sh(char **ret_out, const char *fmt, ...) {
         return WEXITSTATUS(status);
 }
 
+static int configure(struct tl_loop *l, int file, const char *dev);
+
 struct tl_loop *tl_loop_new(const char *dir, const char *name, uint64_t size, const char *mkfs_fmt) {
         _cleanup_free_ char *d = NULL;
         struct tl_loop *l = calloc(1, sizeof(*l));
@@ -218,34 +220,90 @@ int tl_loop_attach(struct tl_loop *l) {
                 return -errno;
         /* Another process may take the free device between the two calls: retry. */
         for (int tries = 0; tries < 100; tries++) {
-                struct loop_config cfg = { .fd = (unsigned) file };
                 char dev[64];
-                int nr, fd;
+                int nr, r;
 
                 nr = ioctl(ctl, LOOP_CTL_GET_FREE);
                 if (nr < 0)
                         return -errno;
                 snprintf(dev, sizeof(dev), "/dev/loop%d", nr);
-                fd = open(dev, O_RDWR | O_CLOEXEC);
-                if (fd < 0) {
-                        usleep(10000);
-                        continue;
-                }
                 /* Autoclear: the device goes away with our descriptor, so a test
                  * killed by the harness cannot leak it. */
-                cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-                snprintf((char *) cfg.info.lo_file_name, LO_NAME_SIZE, "%s", l->file);
-                if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0) {
-                        l->fd = fd;
-                        free(l->devnode);
-                        l->devnode = strdup(dev);
+                r = configure(l, file, dev);
+                if (r == 0)
                         return 0;
-                }
-                close(fd);
-                if (errno != EBUSY)
-                        return -errno;
+                if (r != -EBUSY && r != -ENOENT)
+                        return r;
+                usleep(10000);
         }
         return -EBUSY;
+}
+
+static int configure(struct tl_loop *l, int file, const char *dev) {
+        struct loop_config cfg = { .fd = (unsigned) file };
+        int fd = open(dev, O_RDWR | O_CLOEXEC);
+
+        if (fd < 0)
+                return -errno;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        snprintf((char *) cfg.info.lo_file_name, LO_NAME_SIZE, "%s", l->file);
+        if (ioctl(fd, LOOP_CONFIGURE, &cfg) < 0) {
+                int e = errno;
+                close(fd);
+                return -e;
+        }
+        l->fd = fd;
+        free(l->devnode);
+        l->devnode = strdup(dev);
+        return 0;
+}
+
+int tl_loop_attach_at(struct tl_loop *l, int nr) {
+        _cleanup_close_ int ctl = -1, file = -1;
+
+        if (l->fd >= 0)
+                return -EBUSY;
+        ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        file = open(l->file, O_RDWR | O_CLOEXEC);
+        if (ctl < 0 || file < 0)
+                return -errno;
+        for (; nr < (1 << 20); nr++) {
+                char dev[64];
+                int r;
+
+                if (ioctl(ctl, LOOP_CTL_ADD, nr) < 0 && errno != EEXIST)
+                        return -errno;
+                snprintf(dev, sizeof(dev), "/dev/loop%d", nr);
+                /* devtmpfs makes the node; give it a moment when udevd does. */
+                for (int i = 0; i < 100 && access(dev, F_OK) < 0; i++)
+                        usleep(10000);
+                r = configure(l, file, dev);
+                if (r == 0)
+                        return 0;
+                if (r != -EBUSY)
+                        return r;
+        }
+        return -EBUSY;
+}
+
+struct tl_loop *tl_loop_attach_again(const struct tl_loop *orig) {
+        struct tl_loop *l = calloc(1, sizeof(*l));
+
+        if (!l)
+                return NULL;
+        l->fd = -1;
+        l->shared = true;
+        l->file = strdup(orig->file);
+        for (size_t i = 0; i < MAX_TRACKED; i++)
+                if (!loops[i]) {
+                        loops[i] = l;
+                        break;
+                }
+        if (!l->file || tl_loop_attach(l) < 0) {
+                tl_loop_free(l);
+                return NULL;
+        }
+        return l;
 }
 
 void tl_loop_detach(struct tl_loop *l) {
@@ -265,7 +323,8 @@ void tl_loop_free(struct tl_loop *l) {
         for (size_t i = 0; i < MAX_TRACKED; i++)
                 if (loops[i] == l)
                         loops[i] = NULL;
-        unlink(l->file);
+        if (!l->shared)
+                unlink(l->file);
         free(l->file);
         free(l);
 }
@@ -382,7 +441,33 @@ static int start(struct tl_daemon *d) {
         return -ETIMEDOUT;
 }
 
+static bool initial_pass_done(void *userdata) {
+        json_object *s = tl_cli_json(userdata, "status"), *v;
+        bool done = s && json_object_object_get_ex(s, "initial_pass_done", &v) && json_object_get_boolean(v);
+
+        json_object_put(s);
+        return done;
+}
+
+int tl_daemon_wait_verified(struct tl_daemon *d) {
+        if (tl_wait_for(30000, initial_pass_done, d))
+                return 0;
+        fprintf(stderr, "blkledgerd did not complete its first pass in time\n");
+        tl_daemon_print_log(d);
+        return -ETIMEDOUT;
+}
+
 struct tl_daemon *tl_daemon_start(const char *name, const char *const *extra) {
+        struct tl_daemon *d = tl_daemon_start_unverified(name, extra);
+
+        if (d && tl_daemon_wait_verified(d) < 0) {
+                tl_daemon_free(d);
+                return NULL;
+        }
+        return d;
+}
+
+struct tl_daemon *tl_daemon_start_unverified(const char *name, const char *const *extra) {
         struct tl_daemon *d = calloc(1, sizeof(*d));
         size_t n = 0, k = 0;
 
@@ -416,9 +501,11 @@ struct tl_daemon *tl_daemon_start(const char *name, const char *const *extra) {
 
 int tl_daemon_restart(struct tl_daemon *d) {
         int r = start(d);
-        if (r < 0)
+        if (r < 0) {
                 tl_daemon_print_log(d);
-        return r;
+                return r;
+        }
+        return tl_daemon_wait_verified(d);
 }
 
 int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **ret_output) {

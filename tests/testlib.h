@@ -29,12 +29,18 @@ struct tl_loop {
         char *file;    /* backing file */
         char *devnode; /* /dev/loopN while attached, else NULL */
         int fd;        /* held open; with autoclear, closing it detaches */
+        bool shared;   /* the file belongs to another tl_loop: never unlinked */
 };
 
 /* Creates a sparse file DIR/name of size bytes, optionally formats it with a shell
  * command ("%s" is the file), and attaches it. dir NULL means tl_tmpdir()/img. */
 struct tl_loop *tl_loop_new(const char *dir, const char *name, uint64_t size, const char *mkfs_fmt);
 int tl_loop_attach(struct tl_loop *l);
+/* Attaches at loop number nr or above (the first that is free from nr on), so a test
+ * can make a device come back under another number. */
+int tl_loop_attach_at(struct tl_loop *l, int nr);
+/* Attaches another loop device to the file of l (one image attached twice). */
+struct tl_loop *tl_loop_attach_again(const struct tl_loop *l);
 void tl_loop_detach(struct tl_loop *l);
 void tl_loop_free(struct tl_loop *l);
 
@@ -47,14 +53,18 @@ struct tl_daemon {
 };
 
 /* Starts blkledgerd --foreground --state-dir ... --socket ... --scope loop:tmpdir/img
- * plus extra (NULL-terminated, may be NULL) and waits for READY=1 on $NOTIFY_SOCKET.
- * Returns NULL (after printing the daemon's log) when it exits or is not ready in 20 s. */
+ * plus extra (NULL-terminated, may be NULL), waits for READY=1 on $NOTIFY_SOCKET and then
+ * until its first pass is complete (every record verified). Returns NULL (after printing
+ * the daemon's log) when it exits or is not ready in time. */
 struct tl_daemon *tl_daemon_start(const char *name, const char *const *extra);
+/* The same without waiting for the first pass: it serves from READY=1 on. */
+struct tl_daemon *tl_daemon_start_unverified(const char *name, const char *const *extra);
+int tl_daemon_wait_verified(struct tl_daemon *d);
 /* Like tl_daemon_start, for a daemon expected to fail: returns its exit status. */
 int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **ret_output);
 /* Sends sig and waits (10 s at most); returns the exit status or -signal. */
 int tl_daemon_stop(struct tl_daemon *d, int sig);
-/* Starts again with the same state, socket and arguments. */
+/* Starts again with the same state, socket and arguments; waits for the first pass. */
 int tl_daemon_restart(struct tl_daemon *d);
 bool tl_daemon_alive(struct tl_daemon *d);
 void tl_daemon_print_log(struct tl_daemon *d);
