@@ -17,7 +17,9 @@ static void help(void) {
                "      --scope loop:DIR       only observe loop devices backed by files under DIR\n"
                "                             (repeatable; default: every block device, read-only)\n"
                "      --event-source SOURCE  auto (default), udev or kernel\n"
-               "      --rescan-interval SEC  full scan every SEC seconds, 0 = never (default 300)\n"
+               "      --rescan-interval SEC  full pass every SEC seconds, 0 = never (default 300)\n"
+               "      --pass-chunk N         devices a pass observes before serving clients and\n"
+               "                             events again (default 64)\n"
                "      --receive-buffer BYTES netlink receive buffer for device events\n"
                "                             (default 134217728; 0 = the kernel's default;\n"
                "                             tests make it small to force event loss)\n"
@@ -56,6 +58,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_LOG_LEVEL,
                 ARG_OBSERVE,
                 ARG_INITIAL_PASS_DELAY,
+                ARG_PASS_CHUNK,
         };
         static const struct option longopts[] = {
                 { "foreground", no_argument, NULL, 'f' },
@@ -70,6 +73,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "observe", required_argument, NULL, ARG_OBSERVE },
                 { "initial-pass-delay", required_argument, NULL, ARG_INITIAL_PASS_DELAY },
+                { "pass-chunk", required_argument, NULL, ARG_PASS_CHUNK },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -83,6 +87,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 .event_source = EVENT_SOURCE_AUTO,
                 .rcvbuf = 128 * 1024 * 1024,
                 .rescan_interval = 300 * USEC_PER_SEC,
+                .pass_chunk = 64,
                 .limits = server_default_limits,
         };
 
@@ -164,6 +169,11 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         if (parse_bounded(optarg, 0, 3600, &v) < 0)
                                 FAIL("invalid --initial-pass-delay '%s': seconds", optarg);
                         o->initial_pass_delay = v * USEC_PER_SEC;
+                        break;
+                case ARG_PASS_CHUNK:
+                        if (parse_bounded(optarg, 1, 65536, &v) < 0)
+                                FAIL("invalid --pass-chunk '%s': 1 to 65536", optarg);
+                        o->pass_chunk = (unsigned) v;
                         break;
                 case ARG_OBSERVE:
                         free(o->observe);

@@ -23,6 +23,7 @@ struct options {
         struct server_limits limits;
         char *observe;             /* --observe DEVICE: print one observation and exit */
         int64_t initial_pass_delay; /* usec the first pass waits (tests of unverified state) */
+        unsigned pass_chunk;        /* devices a pass observes per loop iteration */
 };
 
 /* Returns 0 to run, 1 when --help or --version was printed, negative errno on a bad

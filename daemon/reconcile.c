@@ -3,8 +3,8 @@
  *
  * Two ways in, one way through: device events are coalesced per kernel name until the
  * end of the loop iteration and then observed as a batch; a pass enumerates every block
- * device and observes them a chunk per loop iteration, so clients and events are served
- * in between, then sweeps what it did not see. Both hand their observations to
+ * device and observes them a chunk (--pass-chunk) per loop iteration, so clients and
+ * events are served in between, then sweeps what it did not see. Both hand their observations to
  * ledger_apply(), and after either the drift is evaluated. Events only say where to
  * look: each device is observed afresh, so a stale or repeated event cannot write stale
  * facts.
@@ -23,8 +23,6 @@
 #include "probe.h"
 #include "util.h"
 
-/* Devices observed per loop iteration during a pass. */
-#define PASS_CHUNK 64
 /* Progress replies to a waiting Reconcile at most this often. */
 #define PROGRESS_USEC (250 * USEC_PER_MSEC)
 
@@ -382,7 +380,7 @@ static void pass_step(void *userdata) {
                 }
         }
         p = d->pass;
-        end = MIN(p->n, p->next + PASS_CHUNK);
+        end = MIN(p->n, p->next + d->opts.pass_chunk);
         for (; p->next < end; p->next++) {
                 const char *syspath = p->syspaths[p->next];
                 struct udev_device *dev = udev_device_new_from_syspath(d->udev, syspath);
@@ -393,6 +391,19 @@ static void pass_step(void *userdata) {
                 udev_device_unref(dev);
                 if (r == -ENOMEM)
                         break;
+        }
+        /* Empty places are left to the sweep: a device that moved from loop3 to loop7
+         * must not be declared gone at loop3 by an early chunk before a later one finds
+         * it at loop7 (the identity closure looks at loop3 again when it does). */
+        {
+                size_t k = 0;
+                for (size_t i = 0; i < b.n; i++) {
+                        if (b.items[i].observed)
+                                b.items[k++] = b.items[i];
+                        else
+                                ledger_item_done(&b.items[i]);
+                }
+                b.n = k;
         }
         r = apply_batch(d, &b, &p->stats);
         batch_done(&b);

@@ -298,6 +298,62 @@ static void test_renamed_keeps_record(void **state) {
         tl_loop_free(img);
 }
 
+/* The same while the daemon is down, with every device a chunk of its own: whichever
+ * place the pass looks at first, the device is renamed, never gone and back. */
+static void test_renamed_while_down(void **state) {
+        struct tl_loop *img = tl_loop_new(NULL, "away.img", 16 << 20, NULL);
+        _cleanup_free_ char *old_dev = NULL;
+        json_object *ev, *l;
+        int64_t id, seq;
+        unsigned renamed = 0;
+
+        assert_non_null(img);
+        reconcile();
+        id = id_of_file(img->file);
+        old_dev = strdup(img->devnode);
+        assert_int_equal(tl_daemon_stop(daemon_, SIGTERM), 0);
+        tl_daemon_free(daemon_);
+        daemon_ = NULL;
+        tl_loop_detach(img);
+        /* loop9xxx sorts after the old place: the pass reaches the empty one first. */
+        assert_int_equal(tl_loop_attach_at(img, 9000 + (int) (getpid() % 500)), 0);
+        assert_string_not_equal(img->devnode, old_dev);
+
+        daemon_ = tl_daemon_start("reconcile", (const char *const[]) { "--pass-chunk=1", NULL });
+        assert_non_null(daemon_);
+        seq = 0;
+        ev = tl_cli_json(daemon_, "history");
+        for (size_t i = 0; i < json_object_array_length(ev); i++) {
+                json_object *e = json_object_array_get_idx(ev, i);
+                if (streq_ptr(tl_str(e, "kind"), "daemon_started"))
+                        seq = tl_int(e, "seq");
+        }
+        json_object_put(ev);
+        ev = device_events_since(seq);
+        for (size_t i = 0; i < json_object_array_length(ev); i++) {
+                json_object *e = json_object_array_get_idx(ev, i);
+                const char *kind = tl_str(e, "kind");
+                if (tl_int(e, "device_id") != id)
+                        continue;
+                if (streq(kind, "renamed"))
+                        renamed++;
+                else if (!streq(kind, "changed"))
+                        fail_msg("unexpected %s", json_object_to_json_string(e));
+        }
+        assert_int_equal(renamed, 1);
+        json_object_put(ev);
+        l = tl_cli_json(daemon_, "list");
+        assert_int_equal(tl_int(device_by_file(l, img->file), "id"), id);
+        assert_string_equal(tl_str(device_by_file(l, img->file), "state"), "present");
+        json_object_put(l);
+
+        assert_int_equal(tl_daemon_stop(daemon_, SIGTERM), 0);
+        tl_daemon_free(daemon_);
+        daemon_ = tl_daemon_start("reconcile", NULL);
+        assert_non_null(daemon_);
+        tl_loop_free(img);
+}
+
 static void test_names(void **state) {
         struct tl_loop *a = tl_loop_new(NULL, "na.img", 8 << 20, NULL), *b = tl_loop_new(NULL, "nb.img", 8 << 20, NULL);
         _cleanup_free_ char *out = NULL;
@@ -516,6 +572,7 @@ int main(void) {
                 cmocka_unit_test(test_changes_while_down),
                 cmocka_unit_test(test_served_unverified_at_start),
                 cmocka_unit_test(test_renamed_keeps_record),
+                cmocka_unit_test(test_renamed_while_down),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_expectations),
                 cmocka_unit_test(test_duplicates),
