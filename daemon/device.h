@@ -83,6 +83,8 @@ struct device_record {
         int64_t last_verified;  /* last time the ledger checked it against reality; 0 = never */
         uint64_t verified_pass; /* in memory: ledger generation that last checked it; 0 = not
                                  * since this daemon started */
+        bool displaced;         /* in memory, during a pass: its place shows something else;
+                                 * found elsewhere later in the pass, or gone at its sweep */
         struct device_facts facts;
 };
 

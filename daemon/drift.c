@@ -168,9 +168,14 @@ int drift_put_expectation(struct drift_state *ds, struct journal *j, struct expe
         r = journal_put_expectation(j, e);
         if (r < 0)
                 return r;
-        if (i < ds->n_exps)
+        if (i < ds->n_exps) {
                 expectation_free(ds->exps[i]);
-        else
+                /* What was open against the old wish ends; the new wish opens its own. */
+                for (size_t k = 0; k < ds->n_open; k++)
+                        if (streq_ptr(ds->open[k]->name, e->name) && !streq(ds->open[k]->kind, "identity_conflict") &&
+                            !streq(ds->open[k]->kind, "duplicate_uuid"))
+                                ds->open[k]->stale = true;
+        } else
                 ds->n_exps++;
         ds->exps[i] = e;
         return 0;
@@ -274,6 +279,9 @@ static int compute_expectation(const struct expectation *e, const struct ledger 
         return 0;
 }
 
+/* Ids of other devices named in the detail of a shared-key item. */
+#define DRIFT_OTHERS_LISTED 8
+
 typedef const char *(*key_fn)(const struct device_record *);
 
 static int compare_by_key(const void *a, const void *b, void *userdata) {
@@ -297,7 +305,8 @@ static int compute_shared(const struct ledger *l, const char *kind, key_fn key, 
         for (size_t i = 0; i < l->n_recs; i++)
                 if (l->recs[i]->state == DEVICE_PRESENT && key(l->recs[i]))
                         v[m++] = l->recs[i];
-        qsort_r(v, m, sizeof(*v), compare_by_key, &key);
+        if (m > 1)
+                qsort_r(v, m, sizeof(*v), compare_by_key, &key);
         for (size_t start = 0, end; start < m; start = end) {
                 for (end = start + 1; end < m && strcasecmp(key(v[start]), key(v[end])) == 0; end++)
                         ;
@@ -305,18 +314,24 @@ static int compute_shared(const struct ledger *l, const char *kind, key_fn key, 
                         continue;
                 for (size_t i = start; i < end; i++) {
                         json_object *others = json_object_new_array(), *d = json_object_new_object();
+                        size_t listed = 0;
                         if (!others || !d) {
                                 json_object_put(others);
                                 json_object_put(d);
                                 return -ENOMEM;
                         }
-                        for (size_t k = start; k < end; k++)
-                                if (k != i)
+                        /* A few of the others by id and how many there are: a thousand
+                         * clones of one image must not make a thousand-fold detail. */
+                        for (size_t k = start; k < end && listed < DRIFT_OTHERS_LISTED; k++)
+                                if (k != i) {
                                         json_object_array_add(others, json_object_new_int64(v[k]->id));
+                                        listed++;
+                                }
                         json_object_object_add(d, streq(kind, "duplicate_uuid") ? "fs_uuid" : "identity",
                                                json_object_new_string(key(v[i])));
                         json_object_object_add(d, "kname", v[i]->facts.kname ? json_object_new_string(v[i]->facts.kname) : NULL);
                         json_object_object_add(d, "others", others);
+                        json_object_object_add(d, "others_count", json_object_new_int64((int64_t) (end - start - 1)));
                         if (emit(items, n, kind, v[i]->name, v[i]->id, d) < 0)
                                 return -ENOMEM;
                 }
@@ -355,16 +370,6 @@ int drift_compute(const struct drift_state *ds, const struct ledger *l, struct d
         return 0;
 }
 
-/* Items of an expectation follow the expectation; items about devices sharing a key
- * follow the device, whatever it is named meanwhile. */
-static bool same_item(const struct drift_item *a, const struct drift_item *b) {
-        if (!streq(a->kind, b->kind) || a->device_id != b->device_id)
-                return false;
-        if (streq(a->kind, "identity_conflict") || streq(a->kind, "duplicate_uuid"))
-                return true;
-        return streq_ptr(a->name, b->name);
-}
-
 static json_object *event_body(const struct drift_item *d) {
         json_object *o = json_object_new_object();
 
@@ -377,84 +382,109 @@ static json_object *event_body(const struct drift_item *d) {
         return o;
 }
 
-static int sync_locked(struct drift_state *ds, struct journal *j, struct drift_item **now_items, bool *used,
-                       size_t n_now, int64_t now, unsigned *opened, unsigned *closed, unsigned *updated) {
+/* Order for matching, and what makes two items the same: kind, device, then name for
+ * items of an expectation (they follow the expectation); items about devices sharing a
+ * key follow the device, whatever it is named meanwhile. */
+static int compare_items(const void *a, const void *b) {
+        const struct drift_item *x = *(const struct drift_item *const *) a;
+        const struct drift_item *y = *(const struct drift_item *const *) b;
+        int c = strcmp(x->kind, y->kind);
+
+        if (c)
+                return c;
+        if (x->device_id != y->device_id)
+                return x->device_id < y->device_id ? -1 : 1;
+        if (streq(x->kind, "identity_conflict") || streq(x->kind, "duplicate_uuid"))
+                return 0;
+        return strcmp(x->name ? x->name : "", y->name ? y->name : "");
+}
+
+static int close_item(struct journal *j, struct drift_item *o, int64_t now, unsigned *closed) {
+        json_object *body = event_body(o);
         int r;
 
-        /* Close what no longer holds. */
-        for (size_t i = 0; i < ds->n_open; i++) {
-                struct drift_item *o = ds->open[i];
-                bool holds = false;
-
-                for (size_t k = 0; k < n_now; k++)
-                        if (!used[k] && same_item(o, now_items[k])) {
-                                used[k] = true;
-                                holds = true;
-                                /* Still open: keep its start, take the current facts
-                                 * (and the device's current name). */
-                                if (!json_object_equal(o->detail, now_items[k]->detail) ||
-                                    !streq_ptr(o->name, now_items[k]->name)) {
-                                        r = journal_update_drift(j, o->id, now_items[k]->name, now_items[k]->detail);
-                                        if (r < 0)
-                                                return r;
-                                        (*updated)++;
-                                }
-                                break;
-                        }
-                if (holds)
-                        continue;
-                json_object *body = event_body(o);
-                r = journal_close_drift(j, o->id, now);
-                if (r == 0)
-                        r = journal_append_event(j, now, o->device_id, "drift_closed", body, NULL, NULL);
-                json_object_put(body);
-                if (r < 0)
-                        return r;
-                (*closed)++;
-                log_info("drift closed: %s%s%s", o->kind, o->name ? " " : "", o->name ? o->name : "");
-        }
-        /* Open what is new. */
-        for (size_t k = 0; k < n_now; k++) {
-                struct drift_item *d = now_items[k];
-                json_object *body;
-
-                if (used[k])
-                        continue;
-                d->since = now;
-                r = journal_insert_drift(j, d);
-                if (r < 0)
-                        return r;
-                body = event_body(d);
-                r = journal_append_event(j, now, d->device_id, "drift_opened", NULL, body, NULL);
-                json_object_put(body);
-                if (r < 0)
-                        return r;
-                (*opened)++;
-                log_info("drift opened: %s%s%s", d->kind, d->name ? " " : "", d->name ? d->name : "");
-        }
+        r = journal_close_drift(j, o->id, now);
+        if (r == 0)
+                r = journal_append_event(j, now, o->device_id, "drift_closed", body, NULL, NULL);
+        json_object_put(body);
+        if (r < 0)
+                return r;
+        (*closed)++;
+        log_info("drift closed: %s%s%s", o->kind, o->name ? " " : "", o->name ? o->name : "");
         return 0;
+}
+
+static int open_item(struct journal *j, struct drift_item *d, int64_t now, unsigned *opened) {
+        json_object *body;
+        int r;
+
+        d->since = now;
+        r = journal_insert_drift(j, d);
+        if (r < 0)
+                return r;
+        body = event_body(d);
+        r = journal_append_event(j, now, d->device_id, "drift_opened", NULL, body, NULL);
+        json_object_put(body);
+        if (r < 0)
+                return r;
+        (*opened)++;
+        log_info("drift opened: %s%s%s", d->kind, d->name ? " " : "", d->name ? d->name : "");
+        return 0;
+}
+
+/* Both lists sorted, walked side by side: thousands of items cost n log n. */
+static int sync_locked(struct drift_state *ds, struct journal *j, struct drift_item **now_items, size_t n_now,
+                       int64_t now, unsigned *opened, unsigned *closed, unsigned *updated) {
+        _cleanup_free_ struct drift_item **old = calloc(ds->n_open + 1, sizeof(*old));
+        size_t i = 0, k = 0;
+        int r = 0;
+
+        if (!old)
+                return -ENOMEM;
+        if (ds->n_open > 0) {
+                memcpy(old, ds->open, ds->n_open * sizeof(*old));
+                qsort(old, ds->n_open, sizeof(*old), compare_items);
+        }
+        if (n_now > 0)
+                qsort(now_items, n_now, sizeof(*now_items), compare_items);
+        while (r == 0 && (i < ds->n_open || k < n_now)) {
+                int c = i == ds->n_open ? 1 : k == n_now ? -1 : compare_items(&old[i], &now_items[k]);
+
+                /* An item of a replaced expectation is a new wish: closed, then opened. */
+                if (c == 0 && old[i]->stale) {
+                        r = close_item(j, old[i++], now, closed);
+                        if (r == 0)
+                                r = open_item(j, now_items[k++], now, opened);
+                } else if (c == 0) {
+                        /* Still open: keep its start, take the current facts (and the
+                         * device's current name). */
+                        struct drift_item *o = old[i++], *d = now_items[k++];
+                        if (!json_object_equal(o->detail, d->detail) || !streq_ptr(o->name, d->name)) {
+                                r = journal_update_drift(j, o->id, d->name, d->detail);
+                                (*updated)++;
+                        }
+                } else if (c < 0)
+                        r = close_item(j, old[i++], now, closed);
+                else
+                        r = open_item(j, now_items[k++], now, opened);
+        }
+        return r;
 }
 
 int drift_sync(struct drift_state *ds, struct journal *j, const struct ledger *l, int64_t now,
                unsigned *ret_opened, unsigned *ret_closed) {
         struct drift_item **items = NULL;
         unsigned opened = 0, closed = 0, updated = 0;
-        bool *used = NULL;
         size_t n = 0;
         int r;
 
         r = drift_compute(ds, l, &items, &n);
         if (r < 0)
                 return r;
-        used = calloc(n + 1, sizeof(bool));
-        if (!used) {
-                r = -ENOMEM;
-                goto out;
-        }
         r = journal_begin(j);
         if (r < 0)
                 goto out;
-        r = sync_locked(ds, j, items, used, n, now, &opened, &closed, &updated);
+        r = sync_locked(ds, j, items, n, now, &opened, &closed, &updated);
         if (r == 0)
                 r = journal_commit(j);
         if (r < 0)
@@ -475,7 +505,6 @@ out:
         for (size_t i = 0; i < n; i++)
                 drift_item_free(items[i]);
         free(items);
-        free(used);
         return r;
 }
 

@@ -45,6 +45,7 @@ struct drift_item {
         int64_t device_id;  /* 0: none */
         int64_t since;      /* usec */
         json_object *detail;
+        bool stale;         /* in memory: its expectation was replaced; reopen if it holds */
 };
 
 void drift_item_free(struct drift_item *d);

@@ -66,6 +66,13 @@ void ledger_item_done(struct ledger_item *item) {
 
 void ledger_begin_pass(struct ledger *l) {
         l->generation++;
+        l->in_pass = true;
+}
+
+void ledger_abort_pass(struct ledger *l) {
+        l->in_pass = false;
+        for (size_t i = 0; i < l->n_recs; i++)
+                l->recs[i]->displaced = false;
 }
 
 size_t ledger_count_present(const struct ledger *l) {
@@ -118,8 +125,8 @@ bool ledger_name_valid(const char *name) {
 
         /* It becomes a file name (/dev/disk/by-ledger/NAME): no slashes, no dot files,
          * nothing a shell or udev rule would trip over. */
-        if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-')
-                return false;
+        if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-' || strspn(name, "0123456789") == n)
+                return false; /* all digits would read as a ledger id */
         for (size_t i = 0; i < n; i++)
                 if (!isalnum((unsigned char) name[i]) && !strchr("._-", name[i]))
                         return false;
@@ -132,7 +139,8 @@ static bool same_identity(const struct device_record *rec, const struct device_r
 
 static struct device_record *present_at(const struct ledger *l, const char *kname) {
         for (size_t i = 0; i < l->n_recs; i++)
-                if (l->recs[i]->state == DEVICE_PRESENT && streq_ptr(l->recs[i]->facts.kname, kname))
+                if (l->recs[i]->state == DEVICE_PRESENT && !l->recs[i]->displaced &&
+                    streq_ptr(l->recs[i]->facts.kname, kname))
                         return l->recs[i];
         return NULL;
 }
@@ -161,6 +169,7 @@ static json_object *state_object(enum device_state s) {
 static void verified(struct ledger *l, struct device_record *rec, int64_t now) {
         rec->last_verified = now;
         rec->verified_pass = l->generation;
+        rec->displaced = false;
 }
 
 static int mark_gone(struct ledger *l, struct device_record *rec, int64_t now, struct ledger_stats *st) {
@@ -396,11 +405,15 @@ static int apply_locked(struct ledger *l, const struct ledger_item *items, size_
         for (size_t k = 0; k < l->n_recs; k++) {
                 struct device_record *p = l->recs[k];
 
-                if (p->state == DEVICE_PRESENT && !is_bound(bound, n, p) && item_at(items, n, p->facts.kname)) {
-                        r = mark_gone(l, p, now, st);
-                        if (r < 0)
-                                return r;
+                if (p->state != DEVICE_PRESENT || is_bound(bound, n, p) || !item_at(items, n, p->facts.kname))
+                        continue;
+                if (l->in_pass) {
+                        p->displaced = true;
+                        continue;
                 }
+                r = mark_gone(l, p, now, st);
+                if (r < 0)
+                        return r;
         }
         /* Then the matched ones change, and 4. the rest are new. */
         for (size_t i = 0; i < n; i++) {
@@ -491,7 +504,10 @@ static int sweep_fn(struct ledger *l, void *userdata) {
 
 int ledger_sweep(struct ledger *l, int64_t now, struct ledger_stats *stats) {
         struct apply_args a = { .now = now };
-        int r = transaction(l, sweep_fn, &a);
+        int r;
+
+        l->in_pass = false;
+        r = transaction(l, sweep_fn, &a);
 
         if (r == 0)
                 add_stats(stats, &a.st);
@@ -540,8 +556,10 @@ int ledger_set_name(struct ledger *l, struct device_record *rec, const char *nam
                 return -EINVAL;
         if (streq_ptr(rec->name, name))
                 return 0;
+        /* Unique, and not a kernel name the ledger knows: lookups by name try the
+         * ledger's names first, and would hide that device. */
         for (size_t i = 0; name && i < l->n_recs; i++)
-                if (l->recs[i] != rec && streq_ptr(l->recs[i]->name, name))
+                if ((l->recs[i] != rec && streq_ptr(l->recs[i]->name, name)) || streq_ptr(l->recs[i]->facts.kname, name))
                         return -EEXIST;
         return transaction(l, name_fn, &a);
 }

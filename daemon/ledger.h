@@ -16,7 +16,9 @@
  *   4. else a new record ("appeared").
  * A record is matched at most once, so two present devices with one identity (an image
  * attached twice) stay two records. Present records whose name the batch shows empty or
- * taken by another device are gone ("disappeared").
+ * taken by another device are gone ("disappeared") -- except during a pass, which looks
+ * at places in an order of its own: there such a record is only displaced, so that a
+ * later chunk can still find it moved; the sweep decides on what no chunk found.
  *
  * Freshness: a full pass is a generation. Every record the batch matches, and every
  * record marked gone, is verified in the current generation; ledger_sweep() at the end
@@ -36,6 +38,7 @@ struct ledger {
         struct device_record **recs;
         size_t n_recs;
         uint64_t generation; /* of the last pass begun; 1 before the first */
+        bool in_pass;        /* between ledger_begin_pass() and ledger_sweep() */
 };
 
 /* What was seen at one kernel name: a device (record carries identity, its qualifier
@@ -62,6 +65,8 @@ void ledger_begin_pass(struct ledger *l);
 int ledger_apply(struct ledger *l, const struct ledger_item *items, size_t n_items, int64_t now,
                  struct ledger_stats *stats);
 int ledger_sweep(struct ledger *l, int64_t now, struct ledger_stats *stats);
+/* A pass that cannot complete: records it displaced are present at their place again. */
+void ledger_abort_pass(struct ledger *l);
 
 /* Gives rec a name (NULL removes it); -EEXIST when another record has it. */
 int ledger_set_name(struct ledger *l, struct device_record *rec, const char *name, int64_t now);

@@ -249,7 +249,9 @@ static void answer_waiters(struct daemon *d, struct pass *p, int error) {
         while (p->waiters) {
                 struct pass_waiter *w = p->waiters;
                 p->waiters = w->next;
-                if (error < 0 || !o) {
+                if (error == -ESHUTDOWN)
+                        server_call_error(w->call, "io.blkledger.ShuttingDown", NULL);
+                else if (error < 0 || !o) {
                         json_object *e = json_object_new_object();
                         if (e)
                                 json_object_object_add(e, "reason", json_object_new_string(strerror(error < 0 ? -error : ENOMEM)));
@@ -392,22 +394,10 @@ static void pass_step(void *userdata) {
                 if (r == -ENOMEM)
                         break;
         }
-        /* Empty places are left to the sweep: a device that moved from loop3 to loop7
-         * must not be declared gone at loop3 by an early chunk before a later one finds
-         * it at loop7 (the identity closure looks at loop3 again when it does). */
-        {
-                size_t k = 0;
-                for (size_t i = 0; i < b.n; i++) {
-                        if (b.items[i].observed)
-                                b.items[k++] = b.items[i];
-                        else
-                                ledger_item_done(&b.items[i]);
-                }
-                b.n = k;
-        }
         r = apply_batch(d, &b, &p->stats);
         batch_done(&b);
         if (r < 0) {
+                ledger_abort_pass(&d->ledger);
                 d->pass = NULL;
                 answer_waiters(d, p, r);
                 free_pass(p);
@@ -527,7 +517,7 @@ void reconcile_done(struct daemon *d) {
         }
         while ((w = d->next_waiters)) {
                 d->next_waiters = w->next;
-                server_call_error(w->call, "io.blkledger.InternalError", NULL);
+                server_call_error(w->call, "io.blkledger.ShuttingDown", NULL);
                 free(w);
         }
 }

@@ -702,7 +702,9 @@ bool server_call_connected(const struct server_call *call) {
         return call->client != NULL;
 }
 
-/* Ends a deferred call: the client may go on with its next calls. */
+/* Ends a deferred call: the client may go on with its next calls, but not from here:
+ * the caller may be inside a dispatch or shutting down. The next loop turn sends the
+ * reply and runs what the client sent meanwhile. */
 static void call_finish(struct server_call *call) {
         struct client *c = call->client;
 
@@ -710,7 +712,7 @@ static void call_finish(struct server_call *call) {
         if (!c)
                 return;
         c->deferred = NULL;
-        client_kick(c, 0);
+        ev_defer_queue(c->server->loop, &c->more_calls);
 }
 
 int server_call_reply(struct server_call *call, json_object *params, bool continues) {
@@ -722,7 +724,7 @@ int server_call_reply(struct server_call *call, json_object *params, bool contin
                         return 0; /* progress only for callers who asked for more */
                 r = reply_full(c, params, continues);
                 if (continues) {
-                        client_kick(c, 0);
+                        ev_defer_queue(c->server->loop, &c->more_calls);
                         return r;
                 }
         } else if (continues)
@@ -800,6 +802,10 @@ int server_new(struct ev_loop *loop, int listen_fd, const struct server_limits *
 struct server *server_free(struct server *s) {
         if (!s)
                 return NULL;
+        /* Last words (answers to calls ended by the shutdown) go out if the socket takes
+         * them at once; nobody waits for a client at exit. */
+        for (struct client *c = s->clients; c; c = c->next)
+                (void) client_flush(c);
         while (s->clients)
                 client_free(s->clients);
         ev_io_free(s->listen_io);
@@ -839,12 +845,21 @@ int server_bind(const char *path, int *ret_fd, int *ret_lock_fd, char **ret_erro
                         (void) asprintf(ret_error, "%s exists and is not a socket; not replacing it", path);
                         return -EEXIST;
                 }
-                /* Belt and braces for a daemon that predates the lock: a socket that
-                 * accepts a connection is live and never replaced. */
-                _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                if (probe >= 0 && connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
-                        (void) asprintf(ret_error, "socket %s is answered by a running daemon", path);
-                        return -EADDRINUSE;
+                /* The lock is free, so no blkledgerd owns the socket. Something else might
+                 * still answer on it: that is never replaced. A killed daemon's socket can
+                 * answer for a moment after its death (its io_uring lets go of the file
+                 * asynchronously), so give that moment before deciding. */
+                for (int tries = 0;; tries++) {
+                        /* Non-blocking: a listener's full backlog (EAGAIN) answers too. Few
+                         * tries: each leaves a connection in a live listener's queue. */
+                        _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                        if (probe < 0 || (connect(probe, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EAGAIN))
+                                break;
+                        if (tries == 2) {
+                                (void) asprintf(ret_error, "socket %s is answered by another program", path);
+                                return -EADDRINUSE;
+                        }
+                        usleep((useconds_t) (tries + 1) * 300 * 1000);
                 }
                 log_info("replacing stale socket %s", path);
                 if (unlink(path) < 0 && errno != ENOENT) {

@@ -301,11 +301,11 @@ static void test_renamed_keeps_record(void **state) {
 /* The same while the daemon is down, with every device a chunk of its own: whichever
  * place the pass looks at first, the device is renamed, never gone and back. */
 static void test_renamed_while_down(void **state) {
-        struct tl_loop *img = tl_loop_new(NULL, "away.img", 16 << 20, NULL);
+        struct tl_loop *img = tl_loop_new(NULL, "away.img", 16 << 20, NULL), *taker;
         _cleanup_free_ char *old_dev = NULL;
         json_object *ev, *l;
         int64_t id, seq;
-        unsigned renamed = 0;
+        unsigned renamed = 0, appeared = 0;
 
         assert_non_null(img);
         reconcile();
@@ -315,7 +315,15 @@ static void test_renamed_while_down(void **state) {
         tl_daemon_free(daemon_);
         daemon_ = NULL;
         tl_loop_detach(img);
-        /* loop9xxx sorts after the old place: the pass reaches the empty one first. */
+        /* A new device takes the old place; loop9xxx sorts after it, so the pass reaches
+         * the old place, taken by another device, before it finds the image. */
+        taker = tl_loop_new(NULL, "taker.img", 8 << 20, NULL);
+        assert_non_null(taker);
+        if (!streq(taker->devnode, old_dev)) {
+                tl_loop_detach(taker);
+                assert_int_equal(tl_loop_attach_at(taker, atoi(old_dev + strlen("/dev/loop"))), 0);
+        }
+        assert_string_equal(taker->devnode, old_dev);
         assert_int_equal(tl_loop_attach_at(img, 9000 + (int) (getpid() % 500)), 0);
         assert_string_not_equal(img->devnode, old_dev);
 
@@ -333,14 +341,22 @@ static void test_renamed_while_down(void **state) {
         for (size_t i = 0; i < json_object_array_length(ev); i++) {
                 json_object *e = json_object_array_get_idx(ev, i);
                 const char *kind = tl_str(e, "kind");
-                if (tl_int(e, "device_id") != id)
+                if (tl_int(e, "device_id") != id) {
+                        /* The taker is new; nothing else happened. */
+                        if (streq(kind, "appeared") &&
+                            streq_ptr(tl_str(json_object_object_get(e, "after"), "loop_backing_file"), taker->file))
+                                appeared++;
+                        else
+                                fail_msg("unexpected %s", json_object_to_json_string(e));
                         continue;
+                }
                 if (streq(kind, "renamed"))
                         renamed++;
                 else if (!streq(kind, "changed"))
                         fail_msg("unexpected %s", json_object_to_json_string(e));
         }
         assert_int_equal(renamed, 1);
+        assert_int_equal(appeared, 1);
         json_object_put(ev);
         l = tl_cli_json(daemon_, "list");
         assert_int_equal(tl_int(device_by_file(l, img->file), "id"), id);
@@ -351,6 +367,7 @@ static void test_renamed_while_down(void **state) {
         tl_daemon_free(daemon_);
         daemon_ = tl_daemon_start("reconcile", NULL);
         assert_non_null(daemon_);
+        tl_loop_free(taker);
         tl_loop_free(img);
 }
 
@@ -374,6 +391,18 @@ static void test_names(void **state) {
         free(out);
         out = NULL;
         r = tl_sh(&out, "'%s/blkledger' -s '%s' name %s ../etc 2>&1", tl_builddir(), daemon_->socket, b->devnode);
+        assert_int_equal(r, 1);
+        assert_non_null(strstr(out, "invalid value for name"));
+        free(out);
+        out = NULL;
+        /* A name may not hide a kernel name, or read as an id. */
+        r = tl_sh(&out, "'%s/blkledger' -s '%s' name %s %s 2>&1", tl_builddir(), daemon_->socket, b->devnode,
+                  strrchr(a->devnode, '/') + 1);
+        assert_int_equal(r, 1);
+        assert_non_null(strstr(out, "is taken"));
+        free(out);
+        out = NULL;
+        r = tl_sh(&out, "'%s/blkledger' -s '%s' name %s 42 2>&1", tl_builddir(), daemon_->socket, b->devnode);
         assert_int_equal(r, 1);
         assert_non_null(strstr(out, "invalid value for name"));
         assert_int_equal(tl_sh(NULL, "'%s/blkledger' -s '%s' name alpha --remove >/dev/null", tl_builddir(),

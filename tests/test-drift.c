@@ -415,11 +415,11 @@ static void test_identity_conflict(void **state) {
         assert_non_null(d);
         /* Named after the device, naming the others. */
         assert_string_equal(d->name, "left");
-        assert_json_text(d->detail, "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sda\",\"others\":[5]}");
+        assert_json_text(d->detail, "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sda\",\"others\":[5],\"others_count\":1}");
         d = find_item(&c, "identity_conflict", 5);
         assert_non_null(d);
         assert_null(d->name);
-        assert_json_text(d->detail, "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdb\",\"others\":[3]}");
+        assert_json_text(d->detail, "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdb\",\"others\":[3],\"others_count\":1}");
         computed_done(&c);
 
         /* Three of a kind: each names the two others. */
@@ -427,7 +427,7 @@ static void test_identity_conflict(void **state) {
         compute(&ds, &l, &c);
         assert_n_items(&c, 3);
         assert_json_text(find_item(&c, "identity_conflict", 6)->detail,
-                         "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdc\",\"others\":[3,5]}");
+                         "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdc\",\"others\":[3,5],\"others_count\":2}");
         computed_done(&c);
 
         /* One of them gone: the two present ones still conflict, the gone one not. */
@@ -436,7 +436,7 @@ static void test_identity_conflict(void **state) {
         assert_n_items(&c, 2);
         assert_null(find_item(&c, "identity_conflict", 5));
         assert_json_text(find_item(&c, "identity_conflict", 6)->detail,
-                         "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdc\",\"others\":[3]}");
+                         "{\"identity\":\"serial:Disk:S1\",\"kname\":\"sdc\",\"others\":[3],\"others_count\":1}");
         computed_done(&c);
         /* Only one present: no conflict. */
         other->state = DEVICE_GONE;
@@ -489,9 +489,9 @@ static void test_duplicate_uuid(void **state) {
         assert_n_items(&c, 2);
         assert_int_equal(count_kind(&c, "duplicate_uuid"), 2);
         assert_json_text(find_item(&c, "duplicate_uuid", 1)->detail,
-                         "{\"fs_uuid\":\"3f1c2a7e-5b8d-4c61-9e0a-2d7f4b1c8e55\",\"kname\":\"loop0\",\"others\":[2]}");
+                         "{\"fs_uuid\":\"3f1c2a7e-5b8d-4c61-9e0a-2d7f4b1c8e55\",\"kname\":\"loop0\",\"others\":[2],\"others_count\":1}");
         assert_json_text(find_item(&c, "duplicate_uuid", 2)->detail,
-                         "{\"fs_uuid\":\"3f1c2a7e-5b8d-4c61-9e0a-2d7f4b1c8e55\",\"kname\":\"loop1\",\"others\":[1]}");
+                         "{\"fs_uuid\":\"3f1c2a7e-5b8d-4c61-9e0a-2d7f4b1c8e55\",\"kname\":\"loop1\",\"others\":[1],\"others_count\":1}");
         computed_done(&c);
 
         /* Different UUIDs, or one of the two gone: nothing. */
@@ -519,6 +519,36 @@ static void test_duplicate_uuid(void **state) {
 }
 
 /* ---- drift_sync against a journal --------------------------------------------------- */
+
+/* A golden image cloned many times: each item names a few others and counts them all,
+ * so the detail (written to the journal and to every event) stays small. */
+static void test_many_clones_bounded_detail(void **state) {
+        struct ledger l = {};
+        struct drift_state ds = {};
+        struct computed c = {};
+        const int n = 50;
+
+        for (int i = 0; i < n; i++) {
+                char identity[32], kname[16];
+                snprintf(identity, sizeof(identity), "loop:259:2:%d", 100 + i);
+                snprintf(kname, sizeof(kname), "loop%d", i);
+                struct device_record *r = rec_new(i + 1, identity, DEVICE_PRESENT, kname);
+                set_str(&r->facts.fs_uuid, "0f0f0f0f-0000-4000-8000-000000000001");
+                ledger_add(&l, r);
+        }
+        compute(&ds, &l, &c);
+        assert_n_items(&c, (size_t) n);
+        for (size_t i = 0; i < c.n; i++) {
+                json_object *others, *count;
+                assert_true(json_object_object_get_ex(c.v[i]->detail, "others", &others));
+                assert_true(json_object_object_get_ex(c.v[i]->detail, "others_count", &count));
+                assert_int_equal(json_object_array_length(others), 8);
+                assert_int_equal(json_object_get_int64(count), n - 1);
+        }
+        computed_done(&c);
+        ledger_done(&l);
+        drift_done(&ds);
+}
 
 struct env {
         char *dir;
@@ -651,7 +681,12 @@ static void test_sync_open_keep_close(void **state) {
                 assert_non_null(member(member(x, "after"), "drift_id"));
         }
         /* The opening says which item, what kind, whose, and the facts. */
-        x = json_object_array_get_idx(ev, 0);
+        x = NULL;
+        for (size_t i = 0; i < 3; i++)
+                if (streq(json_object_get_string(member(member(json_object_array_get_idx(ev, i), "after"), "kind")),
+                          "missing"))
+                        x = json_object_array_get_idx(ev, i);
+        assert_non_null(x);
         assert_int_equal(json_object_get_int64(member(member(x, "after"), "drift_id")), missing_id);
         assert_null(member(x, "device_id"));
         assert_string_equal(json_object_get_string(member(member(x, "after"), "kind")), "missing");
@@ -843,6 +878,40 @@ static void test_put_and_remove_expectation(void **state) {
         drift_done(&reloaded);
 }
 
+/* Replacing an expectation is a new wish: what was open against the old one closes, and
+ * what holds against the new one opens with its own start. */
+static void test_replaced_expectation_reopens(void **state) {
+        struct env *e = *state;
+        struct device_record *a;
+        struct expectation *x;
+        const struct drift_item *d;
+        int64_t old_id;
+
+        a = env_device(e, "loop:259:2:10", "loop0", NULL);
+        set_str(&a->facts.fs_type, "ext4");
+        set_str(&a->facts.loop_backing_file, "/srv/ea.img");
+        x = exp_new("ea", "loop_file", "/srv/ea.img");
+        set_str(&x->fs_type, "xfs");
+        assert_int_equal(drift_put_expectation(&e->drift, e->journal, x), 0);
+        sync_counts(e, T1, 1, 0);
+        d = open_item(&e->drift, "unexpected_fs", a->id);
+        assert_non_null(d);
+        old_id = d->id;
+
+        x = exp_new("ea", "loop_file", "/srv/ea.img");
+        set_str(&x->fs_type, "btrfs");
+        x->created = T2;
+        assert_int_equal(drift_put_expectation(&e->drift, e->journal, x), 0);
+        sync_counts(e, T2, 1, 1);
+        d = open_item(&e->drift, "unexpected_fs", a->id);
+        assert_non_null(d);
+        assert_true(d->id != old_id);
+        assert_int_equal(d->since, T2);
+        assert_string_equal(json_object_get_string(member(d->detail, "expected")), "btrfs");
+        /* And with nothing changed, nothing happens. */
+        sync_counts(e, T3, 0, 0);
+}
+
 static void test_json(void **state) {
         struct env *e = *state;
         struct device_record *a = env_device(e, "loop:259:2:10", "loop0", "u-1");
@@ -889,11 +958,13 @@ int main(void) {
                 cmocka_unit_test(test_compute_by_match_kind),
                 cmocka_unit_test(test_identity_conflict),
                 cmocka_unit_test(test_duplicate_uuid),
+                cmocka_unit_test(test_many_clones_bounded_detail),
                 cmocka_unit_test_setup_teardown(test_sync_open_keep_close, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sync_detail_changes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sync_device_named_later, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_drift_events_not_daemon_events, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_put_and_remove_expectation, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_replaced_expectation_reopens, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_json, setup, teardown),
         };
 

@@ -650,12 +650,14 @@ static void test_full_scan_rename(void **state) {
 }
 
 /* A pass observes in chunks: when the chunk with the empty old place comes first, the
- * record is gone for a moment and comes back in the next chunk, the same record. */
+ * record is only displaced; the next chunk finds it moved: one "renamed", not gone and
+ * back. */
 static void test_pass_in_chunks_rename(void **state) {
         struct env *e = *state;
         struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)) };
         struct ledger_item chunk1[] = { item("loop0", NULL) };
-        struct ledger_item chunk2[] = { item("loop4", dev_new("loop:259:2:10", "loop4", 4, 1 << 20)) };
+        struct ledger_item chunk2[] = { item("loop4", dev_new("loop:259:2:10", "loop4", 4, 1 << 20)),
+                                        item("loop0", NULL) /* the identity closure looks again */ };
         struct ledger_stats st = {};
         json_object *ev;
         int64_t id;
@@ -664,24 +666,49 @@ static void test_pass_in_chunks_rename(void **state) {
         id = e->ledger.recs[0]->id;
         ledger_begin_pass(&e->ledger);
         assert_int_equal(ledger_apply(&e->ledger, chunk1, 1, T2, &st), 0);
-        assert_int_equal(ledger_apply(&e->ledger, chunk2, 1, T2, &st), 0);
+        /* Displaced, not gone: no event yet. */
+        assert_int_equal(e->ledger.recs[0]->state, DEVICE_PRESENT);
+        assert_int_equal(st.disappeared, 0);
+        assert_int_equal(ledger_apply(&e->ledger, chunk2, 2, T2, &st), 0);
         assert_int_equal(ledger_sweep(&e->ledger, T2, &st), 0);
         assert_int_equal(e->ledger.n_recs, 1);
         assert_int_equal(e->ledger.recs[0]->id, id);
         assert_int_equal(e->ledger.recs[0]->state, DEVICE_PRESENT);
         assert_string_equal(e->ledger.recs[0]->facts.kname, "loop4");
+        assert_int_equal(st.renamed, 1);
+        assert_int_equal(st.disappeared + st.appeared, 0);
         ev = events_since(e, 1);
-        assert_int_equal(json_object_array_length(ev), 3);
-        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "disappeared");
-        assert_string_equal(kind_of(json_object_array_get_idx(ev, 1)), "reappeared");
-        assert_string_equal(kind_of(json_object_array_get_idx(ev, 2)), "renamed");
-        for (size_t i = 0; i < 3; i++)
-                assert_int_equal(device_of(json_object_array_get_idx(ev, i)), id);
+        assert_int_equal(json_object_array_length(ev), 1);
+        assert_string_equal(kind_of(json_object_array_get_idx(ev, 0)), "renamed");
+        assert_int_equal(device_of(json_object_array_get_idx(ev, 0)), id);
         json_object_put(ev);
         assert_ledger_matches_journal(e);
         items_done(first, 1);
         items_done(chunk1, 1);
-        items_done(chunk2, 1);
+        items_done(chunk2, 2);
+}
+
+/* A displaced record that no later chunk finds is gone at the sweep. */
+static void test_pass_displaced_then_swept(void **state) {
+        struct env *e = *state;
+        struct ledger_item first[] = { item("loop0", dev_new("loop:259:2:10", "loop0", 0, 1 << 20)) };
+        struct ledger_item chunk1[] = { item("loop0", dev_new("loop:259:2:99", "loop0", 0, 1 << 20)) };
+        struct ledger_stats st = {};
+        int64_t id;
+
+        apply(e, first, 1, false, T1, NULL);
+        id = e->ledger.recs[0]->id;
+        ledger_begin_pass(&e->ledger);
+        /* Another device took loop0: the old one is displaced, the new one appears. */
+        assert_int_equal(ledger_apply(&e->ledger, chunk1, 1, T2, &st), 0);
+        assert_int_equal(st.appeared, 1);
+        assert_int_equal(st.disappeared, 0);
+        assert_int_equal(ledger_sweep(&e->ledger, T2, &st), 0);
+        assert_int_equal(st.disappeared, 1);
+        assert_int_equal(ledger_find_by_id(&e->ledger, id)->state, DEVICE_GONE);
+        assert_ledger_matches_journal(e);
+        items_done(first, 1);
+        items_done(chunk1, 1);
 }
 
 static void test_find_by_name(void **state) {
@@ -1188,10 +1215,11 @@ static void test_restart_quiet_full_pass(void **state) {
 /* ---- names -------------------------------------------------------------------------- */
 
 static void test_name_valid(void **state) {
-        static const char *const good[] = { "a", "backup", "root-img", "disk_2", "v1.2", "A-b_c.d", "0",
+        static const char *const good[] = { "a", "backup", "root-img", "disk_2", "v1.2", "A-b_c.d", "0a",
                                             "x-", "x." };
+        /* All digits would read as an id. */
         static const char *const bad[] = { "", ".hidden", "-x", "a/b", "/abs", "..", ".", "a b", "tab\t",
-                                           "ü", "a*", "a:b", "$HOME", "new\nline" };
+                                           "ü", "a*", "a:b", "$HOME", "new\nline", "0", "123" };
         char max[65], over[66];
 
         for (size_t i = 0; i < ELEMENTSOF(good); i++)
@@ -1393,6 +1421,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_full_scan_marks_missing_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_full_scan_rename, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pass_in_chunks_rename, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pass_displaced_then_swept, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_find_by_name, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stats_add_up, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_move_while_other_takes_place, setup, teardown),

@@ -51,6 +51,7 @@ struct env {
         size_t pad;           /* bytes of padding in each new event */
         unsigned echo_calls;
         unsigned read_calls;
+        struct server_call *deferred; /* held by m_later */
 };
 
 /* ------------------------------------------------------------------------------------- */
@@ -69,6 +70,14 @@ static int m_read(struct client *c, json_object *params, unsigned flags, void *u
 
         e->read_calls++;
         return server_reply(c, NULL);
+}
+
+/* Answers later: the test ends the call itself. */
+static int m_later(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct env *e = userdata;
+
+        e->deferred = server_call_defer(c);
+        return e->deferred ? 0 : -ENOMEM;
 }
 
 /* A small call with a large reply (16 KiB). */
@@ -138,6 +147,7 @@ static const struct method test_methods[] = {
         { "io.blkledger.Echo", m_echo, METHOD_SIDE_EFFECTS },
         { "io.blkledger.Read", m_read, 0 },
         { "io.blkledger.Big", m_big, 0 },
+        { "io.blkledger.Later", m_later, METHOD_SIDE_EFFECTS },
         { "io.blkledger.Fail", m_fail, 0 },
         { "io.blkledger.Typed", m_typed, 0 },
         { "io.blkledger.RootOnly", m_root, METHOD_ROOT_ONLY },
@@ -889,6 +899,60 @@ static void test_pipelined(void **state) {
 }
 
 static json_object *drain_watch(struct env *e, struct conn *c, int64_t *ret_last, int64_t quiet);
+
+/* Ending a deferred call (as a pass does when it completes, or the daemon when it stops)
+ * never runs the client's next calls from inside that code: they wait for the loop. */
+static void test_deferred_reply_not_reentrant(void **state) {
+        struct env *e = *state;
+        struct conn *c;
+        json_object *m;
+
+        start(e, NULL);
+        c = conn_open(e);
+        conn_call(e, c, "{\"method\":\"io.blkledger.Later\"}");
+        conn_call(e, c, "{\"method\":\"io.blkledger.Echo\",\"parameters\":{\"after\":1}}");
+        for (int i = 0; i < 100 && !e->deferred; i++)
+                assert_int_equal(ev_loop_iterate(e->loop, 10 * MSEC), 0);
+        assert_non_null(e->deferred);
+        spin(e, 20 * MSEC);
+        assert_int_equal(e->echo_calls, 0); /* waits behind the deferred call */
+        assert_int_equal(server_call_error(e->deferred, "io.blkledger.ShuttingDown", NULL), 0);
+        e->deferred = NULL;
+        assert_int_equal(e->echo_calls, 0); /* not from inside server_call_error */
+        m = expect_error(e, c, "io.blkledger.ShuttingDown");
+        json_object_put(m);
+        /* Then the loop runs the pipelined call, in order. */
+        m = expect_reply(e, c);
+        assert_json_text(member(m, "parameters"), "{\"after\":1}");
+        json_object_put(m);
+        call_expect(e, c, "{\"method\":\"io.blkledger.Echo\",\"parameters\":{\"n\":2}}", "{\"n\":2}");
+        assert_int_equal(e->echo_calls, 2); /* the pipelined call ran, in order, then this one */
+        conn_close(c);
+}
+
+/* A deferred call whose client left: the reply goes nowhere, the handle is freed. */
+static void test_deferred_client_gone(void **state) {
+        struct env *e = *state;
+        struct conn *c;
+        json_object *p = json_object_new_object();
+
+        start(e, NULL);
+        c = conn_open(e);
+        conn_call(e, c, "{\"method\":\"io.blkledger.Later\",\"more\":true}");
+        for (int i = 0; i < 100 && !e->deferred; i++)
+                assert_int_equal(ev_loop_iterate(e->loop, 10 * MSEC), 0);
+        assert_non_null(e->deferred);
+        assert_true(server_call_wants_more(e->deferred));
+        conn_close(c);
+        wait_clients(e, 0);
+        assert_false(server_call_connected(e->deferred));
+        assert_int_equal(server_call_reply(e->deferred, p, true), 0);  /* progress: dropped */
+        assert_int_equal(server_call_reply(e->deferred, p, false), 0); /* final: frees it */
+        e->deferred = NULL;
+        json_object_put(p);
+}
+
+
 
 /* A oneway call of a method that only reads has nothing to do: it is not run, so a
  * client cannot make the daemon work for replies nobody reads. */
@@ -1654,6 +1718,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_method_fails_without_reply, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_oneway_reads_not_run, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_deferred_reply_not_reentrant, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_deferred_client_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pipeline_does_not_starve_others, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pipelined_calls_not_partial, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_dead_watcher_freed, setup, teardown),

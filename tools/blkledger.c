@@ -64,6 +64,8 @@ static int call_failed(struct blkledger *b, const char *what, int r) {
         }
         if (streq(err, "org.varlink.service.PermissionDenied"))
                 return fail("%s: permission denied (needs root)", what);
+        if (streq(err, "io.blkledger.ShuttingDown"))
+                return fail("%s: the daemon is shutting down", what);
         p = json_tokener_parse(blkledger_get_error_parameters(b) ?: "{}");
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
                 if (streq(err, known[i].error) && json_object_object_get_ex(p, known[i].member, &v) && v) {
