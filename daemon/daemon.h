@@ -6,6 +6,7 @@
 #include <libudev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "drift.h"
 #include "evloop.h"
@@ -21,6 +22,10 @@ struct pending_event {
 
 struct pass;
 struct pass_waiter;
+struct batch;
+struct probing;
+struct observing;
+struct probe_engine;
 
 struct daemon {
         struct options opts;
@@ -42,6 +47,12 @@ struct daemon {
         struct pending_event *pending;
         size_t n_pending;
         struct ev_defer batch_defer;
+
+        /* Observations waiting for probes, applied in order; the probes themselves. */
+        struct probe_engine *probes;
+        struct batch *batches;
+        struct probing *probing;
+        struct observing *observing;
 
         /* Full passes: the running one, whether another is wanted, who waits for it. */
         struct pass *pass;
@@ -68,7 +79,11 @@ void reconcile_request_pass(struct daemon *d, struct server_call *waiter);
 bool reconcile_pass_running(const struct daemon *d);
 /* Brings the recorded drift in line with the ledger (after the first pass). */
 void reconcile_evaluate_drift(struct daemon *d);
+/* A device that did not answer reads answers again: look at it. */
+void reconcile_device_answered(struct daemon *d, dev_t devnum);
+/* Shutdown: reconcile_done() before the probe engine goes, reconcile_free_probes() after. */
 void reconcile_done(struct daemon *d);
+void reconcile_free_probes(struct daemon *d);
 
 /* methods.c */
 extern const struct method daemon_methods[];

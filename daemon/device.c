@@ -22,6 +22,12 @@ const char *device_state_to_string(enum device_state s) {
         return s == DEVICE_PRESENT ? "present" : "gone";
 }
 
+const char *device_record_state_string(const struct device_record *r) {
+        if (r->state == DEVICE_PRESENT && r->unresponsive_since)
+                return "unresponsive";
+        return device_state_to_string(r->state);
+}
+
 int device_state_from_string(const char *s) {
         if (streq(s, "present"))
                 return DEVICE_PRESENT;
@@ -467,12 +473,15 @@ json_object *device_record_to_json(const struct device_record *r, json_object *d
         json_object_object_add(o, "name", r->name ? json_object_new_string(r->name) : NULL);
         json_object_object_add(o, "identity", json_object_new_string(r->identity ? r->identity : ""));
         json_object_object_add(o, "identity_kind", json_object_new_string(identity_kind(r->identity ? r->identity : "")));
-        json_object_object_add(o, "state", json_object_new_string(device_state_to_string(r->state)));
+        json_object_object_add(o, "state", json_object_new_string(device_record_state_string(r)));
         device_facts_to_json(&r->facts, o);
         json_object_object_add(o, "first_seen", json_object_new_string(format_rfc3339(r->first_seen, ts)));
         json_object_object_add(o, "last_seen", json_object_new_string(format_rfc3339(r->last_seen, ts)));
         /* Facts are as fresh as their last check: say when that was and whether this run
          * has done it yet. */
+        json_object_object_add(o, "unresponsive_since",
+                               r->unresponsive_since ? json_object_new_string(format_rfc3339(r->unresponsive_since, ts))
+                                                     : NULL);
         json_object_object_add(o, "verified", json_object_new_boolean(r->verified_pass != 0));
         json_object_object_add(o, "last_verified",
                                r->last_verified ? json_object_new_string(format_rfc3339(r->last_verified, ts)) : NULL);

@@ -68,8 +68,12 @@ struct field_desc {
 extern const struct field_desc device_fields[];
 extern const size_t device_fields_count;
 
+struct device_record;
+
 enum device_state { DEVICE_PRESENT, DEVICE_GONE };
 const char *device_state_to_string(enum device_state s);
+/* What clients see: "present", "gone", or "unresponsive" (present, not answering). */
+const char *device_record_state_string(const struct device_record *r);
 int device_state_from_string(const char *s);
 
 struct device_record {
@@ -85,6 +89,8 @@ struct device_record {
                                  * since this daemon started */
         bool displaced;         /* in memory, during a pass: its place shows something else;
                                  * found elsewhere later in the pass, or gone at its sweep */
+        int64_t unresponsive_since; /* present but not answering reads since then; 0 = answers.
+                                     * On an observation: non-zero = the probe timed out */
         struct device_facts facts;
 };
 

@@ -242,6 +242,9 @@ static int compute_expectation(const struct expectation *e, const struct ledger 
                 if (rec->state != DEVICE_PRESENT || !expectation_matches(e, rec))
                         continue;
                 found = true;
+                /* Its facts are as last read: the unresponsive item says what is wrong. */
+                if (rec->unresponsive_since)
+                        continue;
                 if (e->fs_type && !streq_ptr(f->fs_type, e->fs_type)) {
                         r = emit(items, n, "unexpected_fs", e->name, rec->id, mismatch(e->fs_type, f->fs_type));
                         if (r < 0)
@@ -355,6 +358,21 @@ int drift_compute(const struct drift_state *ds, const struct ledger *l, struct d
 
         for (size_t i = 0; i < ds->n_exps && r == 0; i++)
                 r = compute_expectation(ds->exps[i], l, &items, &n);
+        for (size_t i = 0; r == 0 && i < l->n_recs; i++) {
+                const struct device_record *rec = l->recs[i];
+                json_object *d;
+                char ts[RFC3339_MAX];
+
+                if (rec->state != DEVICE_PRESENT || !rec->unresponsive_since)
+                        continue;
+                d = json_object_new_object();
+                if (d) {
+                        json_object_object_add(d, "kname", rec->facts.kname ? json_object_new_string(rec->facts.kname) : NULL);
+                        json_object_object_add(d, "unresponsive_since",
+                                               json_object_new_string(format_rfc3339(rec->unresponsive_since, ts)));
+                }
+                r = emit(&items, &n, "unresponsive", rec->name, rec->id, d);
+        }
         if (r == 0)
                 r = compute_shared(l, "identity_conflict", identity_key_of, &items, &n);
         if (r == 0)
@@ -394,7 +412,7 @@ static int compare_items(const void *a, const void *b) {
                 return c;
         if (x->device_id != y->device_id)
                 return x->device_id < y->device_id ? -1 : 1;
-        if (streq(x->kind, "identity_conflict") || streq(x->kind, "duplicate_uuid"))
+        if (streq(x->kind, "identity_conflict") || streq(x->kind, "duplicate_uuid") || streq(x->kind, "unresponsive"))
                 return 0;
         return strcmp(x->name ? x->name : "", y->name ? y->name : "");
 }

@@ -10,7 +10,7 @@
 /* Every operation in flight is a small heap object whose address is the SQE's user_data.
  * Its owner (an ev_io or ev_timer) may be freed or re-armed while the kernel still holds
  * the operation: the op is then detached (owner = NULL) and its completion ignored. */
-enum op_kind { OP_POLL, OP_TIMEOUT };
+enum op_kind { OP_POLL, OP_TIMEOUT, OP_READ, OP_LINK_TIMEOUT };
 
 struct ev_op {
         enum op_kind kind;
@@ -46,6 +46,14 @@ struct ev_timer {
         void *userdata;
 };
 
+/* A read and its link timeout: two operations, one owner, freed after both came back. */
+struct ev_read {
+        struct ev_loop *loop;
+        ev_read_fn fn;
+        void *userdata;
+        bool read_back, timeout_back, reported;
+};
+
 int ev_loop_new(unsigned entries, struct ev_loop **ret) {
         struct ev_loop *loop = calloc(1, sizeof(*loop));
         int r;
@@ -56,6 +64,13 @@ int ev_loop_new(unsigned entries, struct ev_loop **ret) {
         if (r < 0) {
                 free(loop);
                 return r;
+        }
+        /* Reads handed to the kernel's io-wq (IOSQE_ASYNC) would each get a thread:
+         * hundreds during a pass. A few per CPU keep the devices busy. */
+        {
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                unsigned workers[2] = { (unsigned) MAX(2L, MIN(cpus, 16L) * 2), 8 };
+                (void) io_uring_register_iowq_max_workers(&loop->ring, workers);
         }
         *ret = loop;
         return 0;
@@ -69,6 +84,16 @@ struct ev_loop *ev_loop_free(struct ev_loop *loop) {
         while (loop->ops) {
                 struct ev_op *op = loop->ops;
                 loop->ops = op->next;
+                /* A read owns two ops; whichever goes last takes the read with it. */
+                if (op->owner && (op->kind == OP_READ || op->kind == OP_LINK_TIMEOUT)) {
+                        struct ev_read *r = op->owner;
+                        if (op->kind == OP_READ)
+                                r->read_back = true;
+                        else
+                                r->timeout_back = true;
+                        if (r->read_back && r->timeout_back)
+                                free(r);
+                }
                 free(op);
         }
         free(loop);
@@ -272,6 +297,86 @@ void ev_timer_free(struct ev_timer *t) {
         free(t);
 }
 
+int ev_read_submit(struct ev_loop *loop, int fd, void *buf, unsigned len, uint64_t off, int64_t timeout_usec,
+                   ev_read_fn fn, void *userdata) {
+        struct io_uring_sqe *sqe_read, *sqe_timeout;
+        struct ev_op *op_read, *op_timeout;
+        struct ev_read *r = calloc(1, sizeof(*r));
+
+        if (!r)
+                return -ENOMEM;
+        *r = (struct ev_read) { .loop = loop, .fn = fn, .userdata = userdata };
+        op_read = op_new(loop, OP_READ, r);
+        op_timeout = op_new(loop, OP_LINK_TIMEOUT, r);
+        if (!op_read || !op_timeout)
+                goto oom;
+        /* Both SQEs in one go: a link must not be split by a submission in between. */
+        if (io_uring_sq_space_left(&loop->ring) < 2)
+                io_uring_submit(&loop->ring);
+        sqe_read = io_uring_get_sqe(&loop->ring);
+        sqe_timeout = sqe_read ? io_uring_get_sqe(&loop->ring) : NULL;
+        if (!sqe_read || !sqe_timeout) {
+                /* Cannot happen after the submit above, unless the ring is tiny. */
+                if (sqe_read)
+                        io_uring_prep_nop(sqe_read), io_uring_sqe_set_data64(sqe_read, 0);
+                goto oom;
+        }
+        io_uring_prep_read(sqe_read, fd, buf, len, off);
+        io_uring_sqe_set_data(sqe_read, op_read);
+        /* IOSQE_ASYNC: the kernel's io-wq threads do the read, page cache work and copy
+         * included; tried inline first, all of that would land on the loop's thread. */
+        sqe_read->flags |= IOSQE_IO_LINK | IOSQE_ASYNC;
+        if (timeout_usec < 0)
+                timeout_usec = 0;
+        op_timeout->ts.tv_sec = timeout_usec / USEC_PER_SEC;
+        op_timeout->ts.tv_nsec = (timeout_usec % USEC_PER_SEC) * 1000;
+        io_uring_prep_link_timeout(sqe_timeout, &op_timeout->ts, 0);
+        io_uring_sqe_set_data(sqe_timeout, op_timeout);
+        return 0;
+oom:
+        if (op_read)
+                op_free(loop, op_read);
+        if (op_timeout)
+                op_free(loop, op_timeout);
+        free(r);
+        return -ENOMEM;
+}
+
+int ev_fadvise(struct ev_loop *loop, int fd, uint64_t off, unsigned len, int advice) {
+        struct io_uring_sqe *sqe = get_sqe(loop);
+
+        if (!sqe)
+                return -EBUSY;
+        io_uring_prep_fadvise(sqe, fd, off, len, advice);
+        /* On an io-wq thread: starting readahead allocates pages and submits I/O. */
+        sqe->flags |= IOSQE_ASYNC;
+        io_uring_sqe_set_data64(sqe, 0);
+        return 0;
+}
+
+static void dispatch_read(struct ev_read *r, enum op_kind kind, int res) {
+        if (kind == OP_READ) {
+                r->read_back = true;
+                /* A read that the timeout cancelled says -ECANCELED: already reported. */
+                if (!r->reported) {
+                        r->reported = true;
+                        r->fn(r, res, false, r->userdata);
+                } else
+                        /* The read that timed out is no longer in flight: -ECANCELED if
+                         * the cancellation took, else what it finally got. */
+                        r->fn(r, res, true, r->userdata);
+        } else {
+                r->timeout_back = true;
+                /* -ETIME: the time ran out first; the read may still be stuck. */
+                if (res == -ETIME && !r->read_back && !r->reported) {
+                        r->reported = true;
+                        r->fn(r, -ETIMEDOUT, false, r->userdata);
+                }
+        }
+        if (r->read_back && r->timeout_back)
+                free(r);
+}
+
 void ev_defer_queue(struct ev_loop *loop, struct ev_defer *d) {
         if (d->queued)
                 return;
@@ -335,6 +440,8 @@ static void dispatch(struct ev_loop *loop, struct ev_op *op, int res) {
                 return; /* cancelled or replaced */
         if (kind == OP_POLL)
                 dispatch_poll(loop, owner, res);
+        else if (kind == OP_READ || kind == OP_LINK_TIMEOUT)
+                dispatch_read(owner, kind, res);
         else {
                 struct ev_timer *t = owner;
                 t->op = NULL;

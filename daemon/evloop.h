@@ -6,7 +6,9 @@
  *    callback while the wanted mask is non-zero);
  *  - ev_timer: an IORING_OP_TIMEOUT, one-shot, re-armed by the owner;
  *  - ev_defer: a callback run once after the current batch of completions, used to
- *    coalesce work (a batch of uevents becomes one reconcile pass).
+ *    coalesce work (a batch of uevents becomes one reconcile pass);
+ *  - ev_read: an IORING_OP_READ linked to an IORING_OP_LINK_TIMEOUT, for device reads
+ *    that may never answer.
  * Freeing a source whose operation is in flight cancels it; the memory is released when
  * the kernel has returned the operation, so no completion ever points at freed memory. */
 #pragma once
@@ -18,6 +20,7 @@
 struct ev_loop;
 struct ev_io;
 struct ev_timer;
+struct ev_read;
 
 typedef void (*ev_io_fn)(struct ev_io *io, uint32_t revents, void *userdata);
 typedef void (*ev_timer_fn)(struct ev_timer *t, void *userdata);
@@ -54,6 +57,19 @@ int ev_timer_arm(struct ev_timer *t, int64_t usec);
 void ev_timer_disarm(struct ev_timer *t);
 bool ev_timer_is_armed(const struct ev_timer *t);
 void ev_timer_free(struct ev_timer *t);
+
+/* A read of len bytes at off into buf (which must stay valid until the last call of fn).
+ * fn runs once with the result, or -ETIMEDOUT when timeout_usec passed first. A read that
+ * timed out may still be stuck in the kernel (a dead disk blocks it uninterruptibly): fn
+ * then runs a second time, with late = true, when it is no longer in flight (res is
+ * -ECANCELED if the cancellation took, else what the read finally got). */
+typedef void (*ev_read_fn)(struct ev_read *r, int res, bool late, void *userdata);
+int ev_read_submit(struct ev_loop *loop, int fd, void *buf, unsigned len, uint64_t off, int64_t timeout_usec,
+                   ev_read_fn fn, void *userdata);
+
+/* Fire and forget: posix_fadvise(fd, off, len, advice) on a kernel thread (POSIX_FADV_
+ * WILLNEED starts readahead there without copying anything to us). */
+int ev_fadvise(struct ev_loop *loop, int fd, uint64_t off, unsigned len, int advice);
 
 /* Queues d (owned by the caller, must stay valid while queued) to run once. */
 void ev_defer_queue(struct ev_loop *loop, struct ev_defer *d);

@@ -69,6 +69,9 @@ static const char *const migrations[] = {
         "  detail TEXT NOT NULL DEFAULT '{}'"
         ");"
         "CREATE INDEX drift_open ON drift(closed);",
+
+        /* 3 -> 4: a present device that does not answer reads, and since when. */
+        "ALTER TABLE devices ADD COLUMN unresponsive_since INTEGER;",
 };
 
 _Static_assert(ELEMENTSOF(migrations) == JOURNAL_SCHEMA_VERSION,
@@ -294,13 +297,13 @@ static int prepare_device_statements(struct journal *j) {
         fclose(fq);
         fclose(fs);
         r = asprintf(&ins,
-                     "INSERT INTO devices (identity, identity_aux, name, state, first_seen, last_seen, last_verified%s) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?%s)",
+                     "INSERT INTO devices (identity, identity_aux, name, state, first_seen, last_seen, last_verified, "
+                     "unresponsive_since%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?%s)",
                      cols, qs);
         if (r >= 0)
                 r = asprintf(&upd,
                              "UPDATE devices SET identity = ?, identity_aux = ?, name = ?, state = ?, first_seen = ?, "
-                             "last_seen = ?, last_verified = ?%s WHERE id = ?",
+                             "last_seen = ?, last_verified = ?, unresponsive_since = ?%s WHERE id = ?",
                              sets);
         free(cols);
         free(qs);
@@ -577,6 +580,10 @@ static int bind_device(sqlite3_stmt *s, const struct device_record *rec) {
                 sqlite3_bind_int64(s, p++, rec->last_verified);
         else
                 sqlite3_bind_null(s, p++);
+        if (rec->unresponsive_since)
+                sqlite3_bind_int64(s, p++, rec->unresponsive_since);
+        else
+                sqlite3_bind_null(s, p++);
         for (size_t i = 0; i < device_fields_count; i++, p++) {
                 const struct field_desc *d = &device_fields[i];
                 const void *v = device_field_cptr(&rec->facts, d);
@@ -661,7 +668,8 @@ int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec,
                 fprintf(f, ", %s", device_fields[i].name);
         fclose(f);
         r = asprintf(&sql,
-                     "SELECT id, identity, identity_aux, name, state, first_seen, last_seen, last_verified%s "
+                     "SELECT id, identity, identity_aux, name, state, first_seen, last_seen, last_verified, "
+                     "unresponsive_since%s "
                      "FROM devices ORDER BY id",
                      cols);
         free(cols);
@@ -691,6 +699,7 @@ int journal_load_devices(struct journal *j, int (*fn)(struct device_record *rec,
                 rec->first_seen = sqlite3_column_int64(s, c++);
                 rec->last_seen = sqlite3_column_int64(s, c++);
                 rec->last_verified = sqlite3_column_int64(s, c++); /* NULL reads as 0: never */
+                rec->unresponsive_since = sqlite3_column_int64(s, c++); /* NULL: answers */
                 if (oom)
                         r = -ENOMEM;
                 for (size_t i = 0; i < device_fields_count; i++, c++) {

@@ -16,7 +16,7 @@
 #include "device.h"
 #include "drift.h"
 
-#define JOURNAL_SCHEMA_VERSION 3
+#define JOURNAL_SCHEMA_VERSION 4
 
 struct journal;
 

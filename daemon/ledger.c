@@ -153,8 +153,9 @@ static bool is_bound(struct device_record *const *bound, size_t n, const struct 
 }
 
 static const struct ledger_item *item_at(const struct ledger_item *items, size_t n, const char *kname) {
-        for (size_t i = 0; i < n; i++)
-                if (streq_ptr(items[i].kname, kname))
+        /* An item without a name is one the reconciler could not observe: it says nothing. */
+        for (size_t i = 0; kname && i < n; i++)
+                if (items[i].kname && streq(items[i].kname, kname))
                         return &items[i];
         return NULL;
 }
@@ -173,14 +174,16 @@ static void verified(struct ledger *l, struct device_record *rec, int64_t now) {
 }
 
 static int mark_gone(struct ledger *l, struct device_record *rec, int64_t now, struct ledger_stats *st) {
-        json_object *before = state_object(DEVICE_PRESENT), *after = state_object(DEVICE_GONE);
+        json_object *before = json_object_new_object(), *after = state_object(DEVICE_GONE);
         int r;
 
         if (!before || !after) {
                 r = -ENOMEM;
                 goto out;
         }
+        json_object_object_add(before, "state", json_object_new_string(device_record_state_string(rec)));
         rec->state = DEVICE_GONE;
+        rec->unresponsive_since = 0;
         verified(l, rec, now);
         r = journal_update_device(l->journal, rec);
         if (r == 0)
@@ -224,19 +227,75 @@ oom:
         return -ENOMEM;
 }
 
+/* The device is there but its reads time out: the facts stay as last known (its content
+ * cannot be read), only its state and place follow what sysfs says. */
+static int update_unresponsive(struct ledger *l, struct device_record *rec, const struct device_record *obs,
+                               int64_t now, struct ledger_stats *st) {
+        static const char *const place[] = { "kname", "devnode", "dev" };
+        bool was_gone = rec->state == DEVICE_GONE, was_unresponsive = !was_gone && rec->unresponsive_since;
+        bool moved = !streq_ptr(rec->facts.kname, obs->facts.kname);
+        json_object *before = NULL, *after = NULL;
+        int r = 0;
+
+        st->unresponsive++;
+        verified(l, rec, now);
+        rec->last_seen = now;
+        if (!was_gone && was_unresponsive && !moved)
+                return journal_touch_device(l->journal, rec->id, now);
+
+        before = json_object_new_object();
+        after = json_object_new_object();
+        if (!before || !after) {
+                r = -ENOMEM;
+                goto out;
+        }
+        json_object_object_add(before, "state", json_object_new_string(device_record_state_string(rec)));
+        json_object_object_add(after, "state", json_object_new_string("unresponsive"));
+        for (size_t i = 0; moved && i < ELEMENTSOF(place); i++) {
+                const struct field_desc *d = NULL;
+                for (size_t k = 0; k < device_fields_count; k++)
+                        if (streq(device_fields[k].name, place[i]))
+                                d = &device_fields[k];
+                char **to = device_field_ptr(&rec->facts, d);
+                char *const *from = device_field_cptr(&obs->facts, d);
+                json_object_object_add(before, place[i], device_field_to_json(&rec->facts, d));
+                free(*to);
+                *to = *from ? strdup(*from) : NULL;
+                json_object_object_add(after, place[i], device_field_to_json(&rec->facts, d));
+        }
+        rec->state = DEVICE_PRESENT;
+        if (!was_unresponsive)
+                rec->unresponsive_since = now;
+        r = journal_update_device(l->journal, rec);
+        if (r == 0)
+                r = journal_append_event(l->journal, now, rec->id, was_gone ? "reappeared" : "unresponsive", before,
+                                         after, NULL);
+        if (r == 0 && was_gone)
+                st->appeared++;
+        if (r == 0)
+                log_warning("device %s (id %lld) does not answer reads", rec->facts.kname ?: "?", (long long) rec->id);
+out:
+        json_object_put(before);
+        json_object_put(after);
+        return r;
+}
+
 static int update_record(struct ledger *l, struct device_record *rec, const struct device_record *obs,
                          int64_t now, struct ledger_stats *st) {
         json_object *before = NULL, *after = NULL, *place_before = NULL, *place_after = NULL;
         bool was_gone = rec->state == DEVICE_GONE;
+        bool was_unresponsive = !was_gone && rec->unresponsive_since;
         bool aux_news = !rec->identity_aux && obs->identity_aux;
         struct device_facts copy;
         int n, r;
 
+        if (obs->unresponsive_since)
+                return update_unresponsive(l, rec, obs, now, st);
         n = device_facts_diff(&rec->facts, &obs->facts, &before, &after);
         if (n < 0)
                 return n;
         verified(l, rec, now);
-        if (n == 0 && !was_gone && !aux_news) {
+        if (n == 0 && !was_gone && !was_unresponsive && !aux_news) {
                 json_object_put(before);
                 json_object_put(after);
                 rec->last_seen = now;
@@ -262,19 +321,26 @@ static int update_record(struct ledger *l, struct device_record *rec, const stru
                 }
         }
         rec->state = DEVICE_PRESENT;
+        rec->unresponsive_since = 0;
         rec->last_seen = now;
         r = journal_update_device(l->journal, rec);
         if (r < 0)
                 goto out;
-        if (was_gone) {
-                json_object_object_add(before, "state", json_object_new_string("gone"));
+        if (was_gone || was_unresponsive) {
+                /* Back (from gone), or answering again: one event with the state and
+                 * whatever changed meanwhile. */
+                json_object_object_add(before, "state", json_object_new_string(was_gone ? "gone" : "unresponsive"));
                 json_object_object_add(after, "state", json_object_new_string("present"));
-                r = journal_append_event(l->journal, now, rec->id, "reappeared", before, after, NULL);
+                r = journal_append_event(l->journal, now, rec->id, was_gone ? "reappeared" : "responsive", before,
+                                         after, NULL);
                 if (r < 0)
                         goto out;
-                st->appeared++;
-                log_info("device %s (id %lld, %s) reappeared", rec->facts.kname ?: "?", (long long) rec->id,
-                         rec->identity);
+                if (was_gone)
+                        st->appeared++;
+                else
+                        st->changed++;
+                log_info("device %s (id %lld, %s) %s", rec->facts.kname ?: "?", (long long) rec->id, rec->identity,
+                         was_gone ? "reappeared" : "answers again");
         } else if (json_object_object_length(after) > 0) {
                 r = journal_append_event(l->journal, now, rec->id, "changed", before, after, NULL);
                 if (r < 0)
@@ -320,6 +386,9 @@ static int insert_record(struct ledger *l, const struct device_record *obs, int6
                 goto fail;
         rec->state = DEVICE_PRESENT;
         rec->first_seen = rec->last_seen = now;
+        rec->unresponsive_since = obs->unresponsive_since ? now : 0;
+        if (rec->unresponsive_since)
+                st->unresponsive++;
         verified(l, rec, now);
         r = journal_insert_device(l->journal, rec);
         if (r < 0)
@@ -331,7 +400,7 @@ static int insert_record(struct ledger *l, const struct device_record *obs, int6
                 goto fail;
         }
         json_object_object_add(after, "identity", json_object_new_string(rec->identity));
-        json_object_object_add(after, "state", json_object_new_string("present"));
+        json_object_object_add(after, "state", json_object_new_string(device_record_state_string(rec)));
         device_facts_to_json(&rec->facts, after);
         r = journal_append_event(l->journal, now, rec->id, "appeared", before, after, NULL);
         if (r < 0)
@@ -437,6 +506,7 @@ static void add_stats(struct ledger_stats *to, const struct ledger_stats *st) {
         to->changed += st->changed;
         to->renamed += st->renamed;
         to->disappeared += st->disappeared;
+        to->unresponsive += st->unresponsive;
 }
 
 /* Runs fn in one transaction; on failure the in-memory copy is the journal's again. */

@@ -55,6 +55,7 @@ struct ledger_stats {
         unsigned changed;
         unsigned renamed;
         unsigned disappeared;
+        unsigned unresponsive; /* observed present but not answering */
 };
 
 int ledger_load(struct ledger *l, struct journal *j);

@@ -13,6 +13,7 @@
 #include "identity.h"
 #include "log.h"
 #include "observe.h"
+#include "probe-engine.h"
 #include "probe.h"
 #include "util.h"
 
@@ -76,6 +77,10 @@ static void on_overflow(void *userdata) {
         reconcile_request_pass(d, NULL);
 }
 
+static void on_answered(dev_t devnum, void *userdata) {
+        reconcile_device_answered(userdata, devnum);
+}
+
 static void on_source_changed(void *userdata) {
         reconcile_request_pass(userdata, NULL);
 }
@@ -105,6 +110,7 @@ static void on_tick(struct ev_timer *t, void *userdata) {
 
         if (d->server)
                 server_tick(d->server, now);
+        probe_engine_tick(d->probes, now);
         if (now >= d->next_source_check) {
                 d->next_source_check = now + SOURCE_CHECK_USEC;
                 monitor_check_source(d->monitor);
@@ -292,6 +298,21 @@ int main(int argc, char **argv) {
                 goto out_signals;
         }
 
+        {
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                struct probe_engine_config pc = {
+                        .workers = d.opts.probe_workers ? d.opts.probe_workers
+                                                        : (unsigned) MIN(MAX(cpus, 1L), 8L),
+                        .max_inflight = d.opts.probe_concurrency,
+                        .timeout = d.opts.probe_timeout,
+                };
+                r = probe_engine_new(d.loop, &pc, on_answered, &d, &d.probes);
+                if (r < 0) {
+                        log_error_errno(r, "cannot start the probe engine");
+                        goto out_signals;
+                }
+        }
+
         d.udev = udev_new();
         if (!d.udev) {
                 log_error_errno(errno ?: ENOMEM, "cannot use libudev");
@@ -380,6 +401,8 @@ out_monitor:
 out_udev:
         udev_unref(d.udev);
 out_signals:
+        d.probes = probe_engine_free(d.probes);
+        reconcile_free_probes(&d);
         ev_io_free(d.signal_io);
         if (d.signal_fd >= 0)
                 close(d.signal_fd);

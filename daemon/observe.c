@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,22 @@ static const char *const attrs[] = {
         "queue/physical_block_size", "device/model", "device/serial", "serial", "wwid",
         "device/wwid", "diskseq", "loop/backing_file", "partition",
 };
+
+/* One sysfs attribute (small text), without its trailing newline. */
+static int read_attr(int dfd, const char *name, char *buf, size_t size) {
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, size - 1);
+        if (n < 0)
+                return -errno;
+        while (n > 0 && buf[n - 1] == '\n')
+                n--;
+        buf[n] = 0;
+        return 0;
+}
 
 static int observe_holders(const char *syspath, struct observation *o) {
         _cleanup_free_ char *path = NULL, *list = NULL;
@@ -135,22 +152,30 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
                 if (observation_set(&o, key, udev_list_entry_get_value(e)) == -ENOMEM)
                         goto fail;
         }
-        for (size_t i = 0; i < ELEMENTSOF(attrs); i++) {
-                char key[64];
-                v = udev_device_get_sysattr_value(d, attrs[i]);
-                if (!v)
-                        continue;
-                snprintf(key, sizeof(key), "A:%s", attrs[i]);
-                if (observation_set(&o, key, v) == -ENOMEM)
-                        goto fail;
+        /* Attributes straight from sysfs, relative to the device's directory: libudev
+         * resolves every attribute path component by component, some ten opens each,
+         * which dominated a pass over a thousand devices. */
+        v = udev_device_get_syspath(d);
+        if (v) {
+                _cleanup_close_ int dfd = open(v, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                for (size_t i = 0; dfd >= 0 && i < ELEMENTSOF(attrs); i++) {
+                        char key[64], value[OBS_VALUE_MAX + 1];
+                        if (read_attr(dfd, attrs[i], value, sizeof(value)) < 0)
+                                continue;
+                        snprintf(key, sizeof(key), "A:%s", attrs[i]);
+                        if (observation_set(&o, key, value) == -ENOMEM)
+                                goto fail;
+                }
         }
         if ((v = udev_device_get_devnode(d)) && observation_set(&o, "X:devnode", v) < 0)
                 goto fail;
         if ((v = udev_device_get_syspath(d)) && observation_set(&o, "X:syspath", v) < 0)
                 goto fail;
 
-        parent = udev_device_get_parent_with_subsystem_devtype(d, "block", "disk");
-        if (parent && streq_ptr(udev_device_get_devtype(d), "partition")) {
+        parent = streq_ptr(udev_device_get_devtype(d), "partition")
+                         ? udev_device_get_parent_with_subsystem_devtype(d, "block", "disk")
+                         : NULL;
+        if (parent) {
                 if (observation_set(&o, "X:parent", udev_device_get_sysname(parent)) < 0)
                         goto fail;
                 v = udev_device_get_sysattr_value(parent, "loop/backing_file");
@@ -189,4 +214,28 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
 fail:
         observation_done(&o);
         return r;
+}
+
+static pthread_key_t udev_key;
+static pthread_once_t udev_key_once = PTHREAD_ONCE_INIT;
+
+static void udev_key_free(void *p) {
+        udev_unref(p);
+}
+
+static void udev_key_init(void) {
+        (void) pthread_key_create(&udev_key, udev_key_free);
+}
+
+struct udev *observe_thread_udev(void) {
+        struct udev *u;
+
+        pthread_once(&udev_key_once, udev_key_init);
+        u = pthread_getspecific(udev_key);
+        if (!u) {
+                u = udev_new();
+                if (u && pthread_setspecific(udev_key, u) != 0)
+                        u = udev_unref(u);
+        }
+        return u;
 }

@@ -8,3 +8,7 @@
 #include "observation.h"
 
 int observe_udev_device(struct udev_device *d, struct observation *ret);
+
+/* A libudev context of the calling thread (libudev objects must not cross threads);
+ * freed when the thread ends. NULL without memory. */
+struct udev *observe_thread_udev(void);

@@ -18,8 +18,11 @@ static void help(void) {
                "                             (repeatable; default: every block device, read-only)\n"
                "      --event-source SOURCE  auto (default), udev or kernel\n"
                "      --rescan-interval SEC  full pass every SEC seconds, 0 = never (default 300)\n"
-               "      --pass-chunk N         devices a pass observes before serving clients and\n"
-               "                             events again (default 64)\n"
+               "      --pass-chunk N         devices a pass hands to the ledger at once (default 64)\n"
+               "      --probe-timeout SEC    a device read taking longer marks it unresponsive\n"
+               "                             (default 5)\n"
+               "      --probe-workers N      threads running libblkid (default: one per CPU, at most 8)\n"
+               "      --probe-concurrency N  devices read at once (default 64)\n"
                "      --receive-buffer BYTES netlink receive buffer for device events\n"
                "                             (default 134217728; 0 = the kernel's default;\n"
                "                             tests make it small to force event loss)\n"
@@ -59,6 +62,9 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_OBSERVE,
                 ARG_INITIAL_PASS_DELAY,
                 ARG_PASS_CHUNK,
+                ARG_PROBE_TIMEOUT,
+                ARG_PROBE_WORKERS,
+                ARG_PROBE_CONCURRENCY,
         };
         static const struct option longopts[] = {
                 { "foreground", no_argument, NULL, 'f' },
@@ -74,6 +80,9 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "observe", required_argument, NULL, ARG_OBSERVE },
                 { "initial-pass-delay", required_argument, NULL, ARG_INITIAL_PASS_DELAY },
                 { "pass-chunk", required_argument, NULL, ARG_PASS_CHUNK },
+                { "probe-timeout", required_argument, NULL, ARG_PROBE_TIMEOUT },
+                { "probe-workers", required_argument, NULL, ARG_PROBE_WORKERS },
+                { "probe-concurrency", required_argument, NULL, ARG_PROBE_CONCURRENCY },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -88,6 +97,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 .rcvbuf = 128 * 1024 * 1024,
                 .rescan_interval = 300 * USEC_PER_SEC,
                 .pass_chunk = 64,
+                .probe_timeout = 5 * USEC_PER_SEC,
+                .probe_concurrency = 64,
                 .limits = server_default_limits,
         };
 
@@ -174,6 +185,21 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         if (parse_bounded(optarg, 1, 65536, &v) < 0)
                                 FAIL("invalid --pass-chunk '%s': 1 to 65536", optarg);
                         o->pass_chunk = (unsigned) v;
+                        break;
+                case ARG_PROBE_TIMEOUT:
+                        if (parse_bounded(optarg, 1, 3600, &v) < 0)
+                                FAIL("invalid --probe-timeout '%s': 1 to 3600 seconds", optarg);
+                        o->probe_timeout = v * USEC_PER_SEC;
+                        break;
+                case ARG_PROBE_WORKERS:
+                        if (parse_bounded(optarg, 1, 64, &v) < 0)
+                                FAIL("invalid --probe-workers '%s': 1 to 64", optarg);
+                        o->probe_workers = (unsigned) v;
+                        break;
+                case ARG_PROBE_CONCURRENCY:
+                        if (parse_bounded(optarg, 1, 4096, &v) < 0)
+                                FAIL("invalid --probe-concurrency '%s': 1 to 4096", optarg);
+                        o->probe_concurrency = (unsigned) v;
                         break;
                 case ARG_OBSERVE:
                         free(o->observe);

@@ -24,6 +24,9 @@ struct options {
         char *observe;             /* --observe DEVICE: print one observation and exit */
         int64_t initial_pass_delay; /* usec the first pass waits (tests of unverified state) */
         unsigned pass_chunk;        /* devices a pass observes per loop iteration */
+        int64_t probe_timeout;      /* usec a device read may take */
+        unsigned probe_workers;     /* libblkid threads */
+        unsigned probe_concurrency; /* devices read at once */
 };
 
 /* Returns 0 to run, 1 when --help or --version was printed, negative errno on a bad

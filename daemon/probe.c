@@ -14,17 +14,10 @@ static const char *const wanted[] = {
         "PTTYPE", "PTUUID", "PART_ENTRY_UUID", "PART_ENTRY_NUMBER", "PART_ENTRY_TYPE",
 };
 
-int probe_content(const char *devnode, struct observation *o) {
-        _cleanup_close_ int fd = -1;
+int probe_content_fd(int fd, bool skip_zfs, struct observation *o) {
         blkid_probe pr;
         int r;
 
-        /* O_NONBLOCK: removable media without a medium fail at once instead of waiting. */
-        fd = open(devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0) {
-                r = -errno;
-                goto fail;
-        }
         pr = blkid_new_probe();
         if (!pr) {
                 r = -ENOMEM;
@@ -42,6 +35,12 @@ int probe_content(const char *devnode, struct observation *o) {
                                                       BLKID_SUBLKS_USAGE | BLKID_SUBLKS_VERSION);
         blkid_probe_enable_partitions(pr, 1);
         blkid_probe_set_partitions_flags(pr, BLKID_PARTS_ENTRY_DETAILS);
+        if (skip_zfs) {
+                /* The ZFS prober reads all four 256 KiB labels of every device, two thirds
+                 * of all a probe reads; the caller has seen that no label can be there. */
+                char *no_zfs[] = { (char *) "zfs_member", NULL };
+                blkid_probe_filter_superblocks_type(pr, BLKID_FLTR_NOTIN, no_zfs);
+        }
 
         /* 0: found, 1: nothing, -2: ambiguous (two signatures, refuse to guess, as
          * blkid -p does), -1: error. */
@@ -69,4 +68,16 @@ int probe_content(const char *devnode, struct observation *o) {
 fail:
         observation_set(o, "X:probe_error", strerror(-r));
         return r;
+}
+
+int probe_content(const char *devnode, struct observation *o) {
+        _cleanup_close_ int fd = -1;
+
+        /* O_NONBLOCK: removable media without a medium fail at once instead of waiting. */
+        fd = open(devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
+                observation_set(o, "X:probe_error", strerror(errno));
+                return -errno;
+        }
+        return probe_content_fd(fd, false, o);
 }

@@ -1,30 +1,34 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The reconciler: the one code path that compares the ledger with what is present.
  *
- * Two ways in, one way through: device events are coalesced per kernel name until the
- * end of the loop iteration and then observed as a batch; a pass enumerates every block
- * device and observes them a chunk (--pass-chunk) per loop iteration, so clients and
- * events are served in between, then sweeps what it did not see. Both hand their observations to
- * ledger_apply(), and after either the drift is evaluated. Events only say where to
- * look: each device is observed afresh, so a stale or repeated event cannot write stale
- * facts.
+ * Two ways in, one way through. Device events are coalesced per kernel name until the end
+ * of the loop iteration and become a batch; a pass enumerates every block device and cuts
+ * them into chunks (--pass-chunk), a few chunks out at a time. Each device of a batch is
+ * observed at once (udev, sysfs) and its content probed by the probe engine, many devices
+ * in parallel, none able to stall the loop. Batches are applied to the ledger strictly in
+ * the order they were made, each once all of its probes are back, and after each the
+ * drift is evaluated. A pass ends with a sweep of what it did not see.
  *
- * Passes run at start, every --rescan-interval, after events were lost (netlink
- * overflow, an event source switch) and on request (Reconcile), which waits for a pass
- * that starts after it asked. */
+ * Events only say where to look: each device is observed afresh, so a stale or repeated
+ * event cannot write stale facts. Passes run at start, every --rescan-interval, after
+ * events were lost (netlink overflow, an event source switch) and on request
+ * (Reconcile), which waits for a pass that starts after it asked. */
 #include "config.h"
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "daemon.h"
 #include "identity.h"
 #include "log.h"
 #include "observe.h"
-#include "probe.h"
+#include "probe-engine.h"
 #include "util.h"
 
 /* Progress replies to a waiting Reconcile at most this often. */
 #define PROGRESS_USEC (250 * USEC_PER_MSEC)
+/* Chunks of a pass being probed at once: enough to keep the engine busy. */
+#define CHUNKS_OUT 2
 
 struct pass_waiter {
         struct server_call *call;
@@ -34,84 +38,116 @@ struct pass_waiter {
 struct pass {
         char **syspaths;
         size_t n, next;
+        unsigned chunks_out;    /* chunks made and not yet applied */
+        int failed;             /* a chunk could not be recorded: no sweep */
         struct ledger_stats stats;
         int64_t started;        /* monotonic usec */
         int64_t last_progress;  /* monotonic usec */
         struct pass_waiter *waiters;
 };
 
-/* Observes one device and decides what the ledger gets for its kernel name. */
-static int make_item(struct daemon *d, struct udev_device *dev, struct ledger_item *ret) {
-        struct observation o = {};
-        struct device_record *rec = NULL;
-        const char *devnode;
+/* Observations waiting for their probes, and then for their turn. */
+struct batch {
+        struct batch *next;
+        struct ledger_item *items;
+        size_t n;
+        unsigned outstanding; /* probes not back yet */
+        bool sealed;          /* complete but for the identity closure */
+        struct pass *pass;    /* a chunk of it, or NULL for events */
+};
+
+/* One device being probed for a batch. */
+struct probing {
+        struct probe_request req;
+        struct daemon *daemon;
+        struct batch *batch; /* NULL once the batch is gone (shutdown) */
+        size_t index;
+        struct observation obs;
+        struct probing *prev, *next;
+};
+
+static void try_apply(struct daemon *d);
+
+static void free_probing(struct probing *p) {
+        free(p->req.devnode);
+        observation_done(&p->req.result);
+        observation_done(&p->obs);
+        free(p);
+}
+
+/* udev's flags for "do not open this device": device-mapper devices in transition or
+ * reserved, and sites' own rules. Such a device is recorded from sysfs alone. */
+static bool must_not_probe(const struct observation *o) {
+        static const char *const flags[] = {
+                "E:DM_UDEV_DISABLE_OTHER_RULES_FLAG", "E:DM_UDEV_DISABLE_DISK_RULES_FLAG", "E:DM_SUSPENDED",
+                "E:UDEV_DISABLE_PERSISTENT_STORAGE_BLKID_FLAG", "E:BLKLEDGER_NO_PROBE",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(flags); i++)
+                if (streq_ptr(observation_get(o, flags[i]), "1"))
+                        return true;
+        return false;
+}
+
+/* The record the ledger gets from a finished observation. */
+static int finish_item(struct batch *b, size_t index, struct observation *o, bool unresponsive) {
+        struct device_record *rec = calloc(1, sizeof(*rec));
         int r;
 
-        *ret = (struct ledger_item) {};
-        r = observe_udev_device(dev, &o);
+        if (!rec)
+                return -ENOMEM;
+        r = device_facts_from_observation(o, &rec->facts);
         if (r < 0)
-                return r;
-        ret->kname = strdup(o.kname);
-        if (!ret->kname) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if (!observation_is_device(&o) || !scope_match(&d->opts.scope, &o))
-                goto out; /* nothing at this name for us */
-
-        devnode = observation_get(&o, "X:devnode");
-        if (devnode) {
-                r = probe_content(devnode, &o);
-                if (r < 0) {
-                        const char *syspath = observation_get(&o, "X:syspath");
-                        /* Gone while we looked: the removal event will follow, but the
-                         * ledger need not wait for it. */
-                        if (syspath && access(syspath, F_OK) < 0) {
-                                log_debug("%s disappeared while being probed", o.kname);
-                                r = 0;
-                                goto out;
-                        }
-                        log_warning_errno(r, "cannot probe %s; its content is unknown", devnode);
-                }
-        }
-
-        rec = calloc(1, sizeof(*rec));
-        if (!rec) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = device_facts_from_observation(&o, &rec->facts);
-        if (r < 0)
-                goto out;
-        rec->identity = identity_from_observation(&o, &rec->facts);
+                goto fail;
+        rec->identity = identity_from_observation(o, &rec->facts);
         if (!rec->identity) {
                 r = -ENOMEM;
-                goto out;
+                goto fail;
         }
-        r = identity_aux_from_observation(&o, rec->identity, &rec->identity_aux);
+        r = identity_aux_from_observation(o, rec->identity, &rec->identity_aux);
         if (r < 0)
-                goto out;
+                goto fail;
         rec->state = DEVICE_PRESENT;
-        ret->observed = TAKE_PTR(rec);
-        r = 0;
-out:
+        /* Only a flag here: the ledger keeps the time the silence began. */
+        rec->unresponsive_since = unresponsive ? 1 : 0;
+        b->items[index].observed = rec;
+        return 0;
+fail:
         device_record_free(rec);
-        observation_done(&o);
-        if (r < 0)
-                ledger_item_done(ret);
         return r;
 }
 
-struct batch {
-        struct ledger_item *items;
-        size_t n;
-};
+static void probed(struct probe_request *req, void *userdata) {
+        struct probing *p = userdata;
+        struct daemon *d = p->daemon;
+        struct batch *b = p->batch;
+        bool unresponsive = req->error == -ETIMEDOUT || req->error == -EBUSY;
 
-static void batch_done(struct batch *b) {
-        for (size_t i = 0; i < b->n; i++)
-                ledger_item_done(&b->items[i]);
-        free(b->items);
-        *b = (struct batch) {};
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                d->probing = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        if (b) {
+                /* The probe's findings join what sysfs and udev said. */
+                for (size_t i = 0; i < req->result.n_entries; i++)
+                        observation_set(&p->obs, req->result.entries[i].key, req->result.entries[i].value);
+                if (req->error < 0 && !unresponsive) {
+                        const char *syspath = observation_get(&p->obs, "X:syspath");
+                        /* Gone while we looked: nothing is at its name any more. */
+                        if (syspath && access(syspath, F_OK) < 0)
+                                log_debug("%s disappeared while being probed", p->obs.kname);
+                        else
+                                log_warning_errno(req->error, "cannot probe %s; its content is unknown", req->devnode);
+                        if (!syspath || access(syspath, F_OK) == 0)
+                                (void) finish_item(b, p->index, &p->obs, false);
+                } else if (finish_item(b, p->index, &p->obs, unresponsive) < 0)
+                        log_error("cannot record %s: out of memory", p->obs.kname);
+                b->outstanding--;
+        }
+        free_probing(p);
+        try_apply(d);
 }
 
 static bool batch_has(const struct batch *b, const char *kname) {
@@ -121,28 +157,181 @@ static bool batch_has(const struct batch *b, const char *kname) {
         return false;
 }
 
-/* Observes dev into the batch (once per kernel name). */
-static int batch_add(struct daemon *d, struct batch *b, struct udev_device *dev, const char *kname) {
+/* A slot for kname in the batch, or -EEXIST when it has one. */
+static int batch_slot(struct batch *b, const char *kname, size_t *ret_index) {
         struct ledger_item *grown;
-        int r;
 
         if (batch_has(b, kname))
-                return 0;
+                return -EEXIST;
         grown = realloc(b->items, (b->n + 1) * sizeof(*grown));
         if (!grown)
                 return -ENOMEM;
         b->items = grown;
-        if (!dev) {
-                b->items[b->n] = (struct ledger_item) { .kname = strdup(kname) };
-                if (!b->items[b->n].kname)
-                        return -ENOMEM;
-                b->n++;
-                return 0;
+        b->items[b->n] = (struct ledger_item) { .kname = strdup(kname) };
+        if (!b->items[b->n].kname)
+                return -ENOMEM;
+        *ret_index = b->n++;
+        return 0;
+}
+
+/* What was observed at a slot: nothing for us, a device recorded from sysfs alone, or a
+ * device whose content is probed (coming back later). o is consumed. */
+static int batch_observed(struct daemon *d, struct batch *b, size_t index, struct observation *o) {
+        const char *devnode, *major, *minor, *size;
+        struct probing *p;
+        int r;
+
+        if (!observation_is_device(o) || !scope_match(&d->opts.scope, o)) {
+                observation_done(o);
+                return 0; /* nothing at this name for us */
         }
-        r = make_item(d, dev, &b->items[b->n]);
+        devnode = observation_get(o, "X:devnode");
+        major = observation_get(o, "E:MAJOR");
+        minor = observation_get(o, "E:MINOR");
+        size = observation_get(o, "A:size");
+        if (!devnode || !major || !minor || must_not_probe(o)) {
+                if (devnode && must_not_probe(o))
+                        observation_set(o, "X:probe_skipped", "udev says it must not be opened");
+                r = finish_item(b, index, o, false);
+                observation_done(o);
+                return r;
+        }
+        p = calloc(1, sizeof(*p));
+        if (!p) {
+                observation_done(o);
+                return -ENOMEM;
+        }
+        p->daemon = d;
+        p->batch = b;
+        p->index = index;
+        p->obs = *o;
+        *o = (struct observation) {};
+        p->req.devnode = strdup(devnode);
+        p->req.devnum = makedev((unsigned) atoi(major), (unsigned) atoi(minor));
+        p->req.size = size ? strtoull(size, NULL, 10) * 512 : 0;
+        p->req.done = probed;
+        p->req.userdata = p;
+        if (!p->req.devnode) {
+                free_probing(p);
+                return -ENOMEM;
+        }
+        p->next = d->probing;
+        if (d->probing)
+                d->probing->prev = p;
+        d->probing = p;
+        b->outstanding++;
+        probe_engine_submit(d->probes, &p->req);
+        return 0;
+}
+
+/* Observes dev into the batch, here (once per kernel name). dev NULL: nothing is at
+ * kname. */
+static int batch_add(struct daemon *d, struct batch *b, struct udev_device *dev, const char *kname) {
+        struct observation o = {};
+        size_t index;
+        int r;
+
+        r = batch_slot(b, kname, &index);
         if (r < 0)
+                return r == -EEXIST ? 0 : r;
+        if (!dev)
+                return 0;
+        r = observe_udev_device(dev, &o);
+        if (r < 0) {
+                /* Unknown is not absent: leave the name out of the batch. */
+                ledger_item_done(&b->items[--b->n]);
                 return log_warning_errno(r, "cannot observe %s", kname);
-        b->n++;
+        }
+        return batch_observed(d, b, index, &o);
+}
+
+/* The same on a worker thread, for a pass's devices: sysfs and udev's database are read
+ * in parallel, the loop only decides. */
+struct observing {
+        struct probe_work work;
+        struct daemon *daemon;
+        struct batch *batch; /* NULL once the batch is gone (shutdown) */
+        size_t index;
+        char *syspath;
+        struct observation obs;
+        int result; /* 0, -ENODEV (gone since enumerated), -errno */
+        struct observing *prev, *next;
+};
+
+static void observing_run(struct probe_work *w) {
+        struct observing *o = (struct observing *) w;
+        struct udev *udev = observe_thread_udev();
+        struct udev_device *dev = udev ? udev_device_new_from_syspath(udev, o->syspath) : NULL;
+
+        if (!udev)
+                o->result = -ENOMEM;
+        else if (!dev)
+                o->result = -ENODEV;
+        else
+                o->result = observe_udev_device(dev, &o->obs);
+        udev_device_unref(dev);
+}
+
+static void observing_done(struct probe_work *w) {
+        struct observing *o = (struct observing *) w;
+        struct daemon *d = o->daemon;
+        struct batch *b = o->batch;
+
+        if (o->prev)
+                o->prev->next = o->next;
+        else
+                d->observing = o->next;
+        if (o->next)
+                o->next->prev = o->prev;
+        if (b) {
+                b->outstanding--;
+                if (o->result == 0)
+                        (void) batch_observed(d, b, o->index, &o->obs);
+                else if (o->result != -ENODEV) {
+                        /* Unknown is not absent: the slot says nothing, and a pass that
+                         * could not look everywhere must not sweep. */
+                        log_warning_errno(o->result, "cannot observe %s", o->syspath);
+                        free(b->items[o->index].kname);
+                        b->items[o->index].kname = NULL;
+                        if (b->pass)
+                                b->pass->failed = o->result;
+                }
+        }
+        observation_done(&o->obs);
+        free(o->syspath);
+        free(o);
+        try_apply(d);
+}
+
+static int batch_add_syspath(struct daemon *d, struct batch *b, const char *syspath) {
+        const char *slash = strrchr(syspath, '/');
+        struct observing *o;
+        size_t index;
+        int r;
+
+        r = batch_slot(b, slash ? slash + 1 : syspath, &index);
+        if (r < 0)
+                return r == -EEXIST ? 0 : r;
+        o = calloc(1, sizeof(*o));
+        if (!o || !(o->syspath = strdup(syspath))) {
+                free(o);
+                return -ENOMEM;
+        }
+        o->work = (struct probe_work) { .run = observing_run, .done = observing_done };
+        o->daemon = d;
+        o->batch = b;
+        o->index = index;
+        r = probe_engine_run(d->probes, &o->work);
+        if (r < 0) {
+                free(o->syspath);
+                free(o);
+                return r;
+        }
+        o->next = d->observing;
+        if (d->observing)
+                d->observing->prev = o;
+        d->observing = o;
+        b->outstanding++;
         return 0;
 }
 
@@ -156,8 +345,10 @@ static int batch_add_kname(struct daemon *d, struct batch *b, const char *kname)
 
 /* A device seen at a new name may have moved, or may be a second device with the same
  * identity. Only its old place can tell: observe that too, so the ledger decides on
- * what is there now rather than on what it remembers. */
+ * what is there now rather than on what it remembers. Returns how many were added. */
 static int batch_close_over_identities(struct daemon *d, struct batch *b) {
+        int added = 0;
+
         for (size_t i = 0; i < b->n; i++) {
                 const struct device_record *obs = b->items[i].observed;
 
@@ -173,9 +364,30 @@ static int batch_close_over_identities(struct daemon *d, struct batch *b) {
                         r = batch_add_kname(d, b, rec->facts.kname);
                         if (r == -ENOMEM)
                                 return r;
+                        added++;
                 }
         }
-        return 0;
+        return added;
+}
+
+static void batch_free(struct batch *b) {
+        for (size_t i = 0; i < b->n; i++)
+                ledger_item_done(&b->items[i]);
+        free(b->items);
+        free(b);
+}
+
+static struct batch *batch_new(struct daemon *d, struct pass *pass) {
+        struct batch *b = calloc(1, sizeof(*b)), **tail;
+
+        if (!b)
+                return NULL;
+        b->pass = pass;
+        /* Applied in the order made: a later observation never lands before an earlier. */
+        for (tail = &d->batches; *tail; tail = &(*tail)->next)
+                ;
+        *tail = b;
+        return b;
 }
 
 static void after_commit(struct daemon *d) {
@@ -198,22 +410,6 @@ void reconcile_evaluate_drift(struct daemon *d) {
                 after_commit(d);
 }
 
-/* Applies a batch; on failure a full pass is scheduled, since the ledger must not
- * stay behind reality. */
-static int apply_batch(struct daemon *d, struct batch *b, struct ledger_stats *stats) {
-        int r = batch_close_over_identities(d, b);
-
-        if (r == 0)
-                r = ledger_apply(&d->ledger, b->items, b->n, now_realtime_usec(), stats);
-        if (r < 0) {
-                log_error_errno(r, "cannot record device changes; retrying with a full pass");
-                d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
-                return r;
-        }
-        after_commit(d);
-        return 0;
-}
-
 static json_object *summary(struct daemon *d, const struct pass *p, bool done) {
         const struct ledger_stats *st = &p->stats;
         json_object *o = json_object_new_object();
@@ -228,8 +424,7 @@ static json_object *summary(struct daemon *d, const struct pass *p, bool done) {
         json_object_object_add(o, "changed", json_object_new_int64(st->changed));
         json_object_object_add(o, "renamed", json_object_new_int64(st->renamed));
         json_object_object_add(o, "disappeared", json_object_new_int64(st->disappeared));
-        /* Probes do not time out yet (the probe engine will mark hung devices). */
-        json_object_object_add(o, "unresponsive", json_object_new_int64(0));
+        json_object_object_add(o, "unresponsive", json_object_new_int64(st->unresponsive));
         json_object_object_add(o, "drift_open", json_object_new_int64((int64_t) d->drift.n_open));
         json_object_object_add(o, "duration_ms",
                                json_object_new_int64((now_monotonic_usec() - p->started) / USEC_PER_MSEC));
@@ -325,6 +520,20 @@ static int start_pass(struct daemon *d) {
         return 0;
 }
 
+static void end_pass(struct daemon *d, int error) {
+        struct pass *p = d->pass;
+
+        d->pass = NULL;
+        if (error < 0) {
+                ledger_abort_pass(&d->ledger);
+                d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
+        }
+        answer_waiters(d, p, error);
+        free_pass(p);
+        if (d->pass_requested)
+                ev_defer_queue(d->loop, &d->pass_defer);
+}
+
 static void finish_pass(struct daemon *d) {
         struct pass *p = d->pass;
         char ts[RFC3339_MAX];
@@ -333,10 +542,7 @@ static void finish_pass(struct daemon *d) {
         r = ledger_sweep(&d->ledger, now_realtime_usec(), &p->stats);
         if (r < 0) {
                 log_error_errno(r, "cannot complete the pass; retrying");
-                d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
-                answer_waiters(d, p, r);
-                d->pass = NULL;
-                free_pass(p);
+                end_pass(d, r);
                 return;
         }
         after_commit(d);
@@ -357,19 +563,16 @@ static void finish_pass(struct daemon *d) {
                         d->on_initial_pass(d);
         }
         reconcile_evaluate_drift(d);
-        log_debug("pass: %u checked, %u appeared, %u changed, %u renamed, %u disappeared in %lld ms",
+        log_debug("pass: %u checked, %u appeared, %u changed, %u renamed, %u disappeared, %u unresponsive in %lld ms",
                   p->stats.checked, p->stats.appeared, p->stats.changed, p->stats.renamed, p->stats.disappeared,
-                  (long long) ((now_monotonic_usec() - p->started) / USEC_PER_MSEC));
-        d->pass = NULL;
-        answer_waiters(d, p, 0);
-        free_pass(p);
+                  p->stats.unresponsive, (long long) ((now_monotonic_usec() - p->started) / USEC_PER_MSEC));
+        end_pass(d, 0);
 }
 
+/* Makes chunks while few are out; ends the pass when all are applied. */
 static void pass_step(void *userdata) {
         struct daemon *d = userdata;
-        struct batch b = {};
         struct pass *p;
-        size_t end;
         int r;
 
         if (!d->pass) {
@@ -382,36 +585,69 @@ static void pass_step(void *userdata) {
                 }
         }
         p = d->pass;
-        end = MIN(p->n, p->next + d->opts.pass_chunk);
-        for (; p->next < end; p->next++) {
-                const char *syspath = p->syspaths[p->next];
-                struct udev_device *dev = udev_device_new_from_syspath(d->udev, syspath);
-                const char *slash = strrchr(syspath, '/');
+        while (p->next < p->n && p->chunks_out < CHUNKS_OUT) {
+                struct batch *b = batch_new(d, p);
+                size_t end = MIN(p->n, p->next + d->opts.pass_chunk);
 
-                /* Gone since the enumeration: nothing is at its name any more. */
-                r = batch_add(d, &b, dev, slash ? slash + 1 : syspath);
-                udev_device_unref(dev);
-                if (r == -ENOMEM)
-                        break;
+                if (!b) {
+                        end_pass(d, -ENOMEM);
+                        return;
+                }
+                p->chunks_out++;
+                for (; p->next < end; p->next++) {
+                        r = batch_add_syspath(d, b, p->syspaths[p->next]);
+                        if (r == -ENOMEM)
+                                break;
+                }
+                b->sealed = true;
         }
-        r = apply_batch(d, &b, &p->stats);
-        batch_done(&b);
-        if (r < 0) {
-                ledger_abort_pass(&d->ledger);
-                d->pass = NULL;
-                answer_waiters(d, p, r);
-                free_pass(p);
+        if (p->next >= p->n && p->chunks_out == 0) {
+                /* A pass with a chunk missing must not sweep: it did not see everything. */
+                if (p->failed < 0)
+                        end_pass(d, p->failed);
+                else
+                        finish_pass(d);
                 return;
         }
-        if (p->next < p->n) {
-                progress(d, p);
-                /* The rest next iteration: clients and events are served in between. */
-                ev_defer_queue(d->loop, &d->pass_defer);
-                return;
+        try_apply(d);
+}
+
+/* Applies finished batches from the head of the queue, in order. */
+static void try_apply(struct daemon *d) {
+        struct batch *b;
+
+        while ((b = d->batches) && b->sealed && b->outstanding == 0) {
+                struct pass *pass = b->pass;
+                int r;
+
+                /* The identity closure may need more observations (and probes). */
+                r = batch_close_over_identities(d, b);
+                if (r > 0 && b->outstanding > 0)
+                        return;
+                if (r > 0)
+                        continue; /* added without probes: close over those too */
+                if (r == 0)
+                        r = ledger_apply(&d->ledger, b->items, b->n, now_realtime_usec(), pass ? &pass->stats : NULL);
+                d->batches = b->next;
+                batch_free(b);
+                if (r < 0) {
+                        log_error_errno(r, "cannot record device changes; retrying with a full pass");
+                        d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
+                } else
+                        after_commit(d);
+                if (pass) {
+                        pass->chunks_out--;
+                        if (r < 0 && d->pass == pass) {
+                                /* Its other chunks may still be out; they apply, then the
+                                 * pass ends failed. */
+                                pass->next = pass->n;
+                                pass->failed = r;
+                        }
+                        progress(d, pass);
+                        ev_defer_queue(d->loop, &d->pass_defer);
+                } else if (r == 0)
+                        reconcile_evaluate_drift(d);
         }
-        finish_pass(d);
-        if (d->pass_requested)
-                ev_defer_queue(d->loop, &d->pass_defer);
 }
 
 void reconcile_request_pass(struct daemon *d, struct server_call *waiter) {
@@ -450,20 +686,24 @@ static void clear_pending(struct daemon *d) {
 
 static void run_batch(void *userdata) {
         struct daemon *d = userdata;
-        struct batch b = {};
+        struct batch *b;
         int r = 0;
 
-        for (size_t i = 0; i < d->n_pending && r != -ENOMEM; i++)
-                r = batch_add(d, &b, d->pending[i].dev, d->pending[i].kname);
-        clear_pending(d);
-        if (r == -ENOMEM) {
-                batch_done(&b);
+        if (d->n_pending == 0)
+                return;
+        b = batch_new(d, NULL);
+        if (!b) {
+                clear_pending(d);
                 reconcile_request_pass(d, NULL);
                 return;
         }
-        if (b.n > 0 && apply_batch(d, &b, NULL) == 0)
-                reconcile_evaluate_drift(d);
-        batch_done(&b);
+        for (size_t i = 0; i < d->n_pending && r != -ENOMEM; i++)
+                r = batch_add(d, b, d->pending[i].dev, d->pending[i].kname);
+        clear_pending(d);
+        b->sealed = true;
+        if (r == -ENOMEM)
+                reconcile_request_pass(d, NULL);
+        try_apply(d);
 }
 
 void reconcile_queue_device(struct daemon *d, struct udev_device *dev) {
@@ -504,12 +744,32 @@ void reconcile_queue_device(struct daemon *d, struct udev_device *dev) {
         ev_defer_queue(d->loop, &d->batch_defer);
 }
 
+void reconcile_device_answered(struct daemon *d, dev_t devnum) {
+        struct udev_device *dev = udev_device_new_from_devnum(d->udev, 'b', devnum);
+
+        /* Looked at like after an event: probed again, and the drift follows. */
+        if (dev) {
+                reconcile_queue_device(d, dev);
+                udev_device_unref(dev);
+        }
+}
+
 void reconcile_done(struct daemon *d) {
         struct pass_waiter *w;
 
         ev_defer_cancel(d->loop, &d->batch_defer);
         ev_defer_cancel(d->loop, &d->pass_defer);
         clear_pending(d);
+        /* Probes and observations still out belong to batches that will never apply. */
+        for (struct probing *p = d->probing; p; p = p->next)
+                p->batch = NULL;
+        for (struct observing *o = d->observing; o; o = o->next)
+                o->batch = NULL;
+        while (d->batches) {
+                struct batch *b = d->batches;
+                d->batches = b->next;
+                batch_free(b);
+        }
         if (d->pass) {
                 answer_waiters(d, d->pass, -ESHUTDOWN);
                 free_pass(d->pass);
@@ -519,5 +779,21 @@ void reconcile_done(struct daemon *d) {
                 d->next_waiters = w->next;
                 server_call_error(w->call, "io.blkledger.ShuttingDown", NULL);
                 free(w);
+        }
+}
+
+void reconcile_free_probes(struct daemon *d) {
+        /* After the engine is gone no probe will come back: free what is left. */
+        while (d->probing) {
+                struct probing *p = d->probing;
+                d->probing = p->next;
+                free_probing(p);
+        }
+        while (d->observing) {
+                struct observing *o = d->observing;
+                d->observing = o->next;
+                observation_done(&o->obs);
+                free(o->syspath);
+                free(o);
         }
 }

@@ -1187,9 +1187,9 @@ static void test_record_to_json(void **state) {
         for (size_t i = 0; i < device_fields_count; i++)
                 if (!json_object_object_get_ex(j, device_fields[i].name, NULL))
                         fail_msg("member '%s' missing", device_fields[i].name);
-        /* id, name, identity, identity_kind, state, first_seen, last_seen, verified,
-         * last_verified, drift */
-        assert_int_equal(json_object_object_length(j), device_fields_count + 10);
+        /* id, name, identity, identity_kind, state, first_seen, last_seen,
+         * unresponsive_since, verified, last_verified, drift */
+        assert_int_equal(json_object_object_length(j), device_fields_count + 11);
 
         /* No name, never verified, not verified since this start, no drift. */
         assert_true(json_object_object_get_ex(j, "name", &v));
@@ -1262,7 +1262,7 @@ static void test_record_to_json(void **state) {
                 r->last_verified = 1795820462123456LL + 1000000;
                 j = device_record_to_json(r, drift);
                 assert_non_null(j);
-                assert_int_equal(json_object_object_length(j), device_fields_count + 10);
+                assert_int_equal(json_object_object_length(j), device_fields_count + 11);
                 assert_true(json_object_object_get_ex(j, "name", &v));
                 assert_string_equal(json_object_get_string(v), "backup-disk");
                 assert_true(json_object_object_get_ex(j, "identity_kind", &v));
