@@ -65,8 +65,9 @@ int ev_loop_new(unsigned entries, struct ev_loop **ret) {
                 free(loop);
                 return r;
         }
-        /* Reads handed to the kernel's io-wq (IOSQE_ASYNC) would each get a thread:
-         * hundreds during a pass. A few per CPU keep the devices busy. */
+        /* Work handed to the kernel's io-wq (the readahead of ev_fadvise, reads that
+         * cannot wait without a thread) would each get a thread: hundreds during a pass.
+         * A few per CPU keep the devices busy. */
         {
                 long cpus = sysconf(_SC_NPROCESSORS_ONLN);
                 unsigned workers[2] = { (unsigned) MAX(2L, MIN(cpus, 16L) * 2), 8 };
@@ -323,9 +324,11 @@ int ev_read_submit(struct ev_loop *loop, int fd, void *buf, unsigned len, uint64
         }
         io_uring_prep_read(sqe_read, fd, buf, len, off);
         io_uring_sqe_set_data(sqe_read, op_read);
-        /* IOSQE_ASYNC: the kernel's io-wq threads do the read, page cache work and copy
-         * included; tried inline first, all of that would land on the loop's thread. */
-        sqe_read->flags |= IOSQE_IO_LINK | IOSQE_ASYNC;
+        /* Not IOSQE_ASYNC: issued inline, a read of a page not yet there parks on the
+         * page's wait queue (or, direct, on its bio) instead of holding one of io-wq's
+         * few threads for as long as the device does not answer, and the linked
+         * timeout starts now, not when a busy io-wq gets to the read. */
+        sqe_read->flags |= IOSQE_IO_LINK;
         if (timeout_usec < 0)
                 timeout_usec = 0;
         op_timeout->ts.tv_sec = timeout_usec / USEC_PER_SEC;
@@ -367,8 +370,12 @@ static void dispatch_read(struct ev_read *r, enum op_kind kind, int res) {
                         r->fn(r, res, true, r->userdata);
         } else {
                 r->timeout_back = true;
-                /* -ETIME: the time ran out first; the read may still be stuck. */
-                if (res == -ETIME && !r->read_back && !r->reported) {
+                /* -ECANCELED: the read came back in time. Anything else: the time ran
+                 * out first. -ETIME if the read could be cancelled; -EALREADY or
+                 * -ENOENT if not (inside the driver, or parked on a page that the
+                 * device has not filled), and then it comes back when the device
+                 * answers. */
+                if (res != -ECANCELED && !r->read_back && !r->reported) {
                         r->reported = true;
                         r->fn(r, -ETIMEDOUT, false, r->userdata);
                 }

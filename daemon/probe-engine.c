@@ -30,6 +30,7 @@ static const int64_t plan_pages[] = {
  * libblkid's ZFS prober reads all four labels whole (1 MiB a device, two thirds of all
  * probing I/O), so it only runs where one of the four headers is there. */
 #define ZFS_LABEL (256u * 1024)
+#define MAX_STUCK_WORKERS 16u
 #define ZFS_NVLIST 16384u
 
 static bool zfs_header(const unsigned char h[4]) {
@@ -81,11 +82,14 @@ struct probe_engine {
         size_t n_stuck;
         char *scratch;
 
-        /* Workers: jobs in, jobs out, an eventfd to wake the loop. */
-        pthread_t *threads;
-        unsigned n_threads;
+        /* Workers: jobs in, jobs out, an eventfd to wake the loop. Detached and counted:
+         * a worker stuck on a device that hung under libblkid is replaced (up to
+         * MAX_STUCK_WORKERS), and the one that comes back later leaves again. */
+        unsigned alive;          /* workers running */
+        unsigned stuck_workers;  /* of them, inside a job the watchdog gave up on */
         pthread_mutex_t lock;
         pthread_cond_t cond;
+        pthread_cond_t exited;
         struct job *jobs_head, *jobs_tail;
         struct job *running;   /* all jobs handed out and not yet collected */
         struct job *finished;
@@ -95,7 +99,7 @@ struct probe_engine {
 };
 
 /* Kept reachable for reads stuck at exit: the kernel may still write into it. */
-static char *leftover_scratch;
+static char *volatile leftover_scratch; /* volatile: a store never read is not dropped */
 
 static void start_more(struct probe_engine *e);
 static void queue_job(struct probe_engine *e, struct job *j);
@@ -171,6 +175,11 @@ static void finish(struct probe_engine *e, struct probe_request *req, int error)
         if (req->fd >= 0) {
                 close(req->fd);
                 req->fd = -1;
+        }
+        if (req->direct_fd >= 0) {
+                /* Its read, even one still stuck, holds its own reference to the file. */
+                close(req->direct_fd);
+                req->direct_fd = -1;
         }
         req->error = error;
         if (error < 0 && !observation_get(&req->result, "X:probe_error"))
@@ -270,7 +279,8 @@ free_ticket:
         free(t);
 }
 
-static int submit_read(struct probe_engine *e, struct probe_request *req, uint64_t off, unsigned len, void *into) {
+static int submit_read_fd(struct probe_engine *e, struct probe_request *req, int fd, uint64_t off, unsigned len,
+                          void *into) {
         struct ticket *t = calloc(1, sizeof(*t));
         int r;
 
@@ -279,7 +289,7 @@ static int submit_read(struct probe_engine *e, struct probe_request *req, uint64
         *t = (struct ticket) { .engine = e, .req = req, .devnum = req->devnum, .next = e->tickets };
         /* Reads land in the shared scratch buffer unless their bytes matter: only the page
          * cache they fill counts. */
-        r = ev_read_submit(e->loop, req->fd, into ? into : e->scratch, len, off, e->cfg.timeout, read_done, t);
+        r = ev_read_submit(e->loop, fd, into ? into : e->scratch, len, off, e->cfg.timeout, read_done, t);
         if (r < 0) {
                 free(t);
                 return r;
@@ -291,20 +301,33 @@ static int submit_read(struct probe_engine *e, struct probe_request *req, uint64
         return 0;
 }
 
+static int submit_read(struct probe_engine *e, struct probe_request *req, uint64_t off, unsigned len, void *into) {
+        return submit_read_fd(e, req, req->fd, off, len, into);
+}
+
 static void start(struct probe_engine *e, struct probe_request *req) {
         uint64_t size = req->size;
         int r = 0;
 
         req->started = true;
         e->active[e->n_active++] = req;
+        req->direct_fd = -1;
         req->fd = open(req->devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         if (req->fd < 0) {
                 finish(e, req, -errno);
                 return;
         }
+        /* Whether the device answers is asked past the page cache: pages cached while
+         * someone holds the device open (a mounted file system, a held loop device) would
+         * answer for a device that no longer does. One direct read of the first page. */
+        if (size >= PAGE) {
+                req->direct_fd = open(req->devnode, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_DIRECT);
+                if (req->direct_fd >= 0)
+                        r = submit_read_fd(e, req, req->direct_fd, 0, PAGE, NULL);
+        }
         /* The head and the tail are only wanted in the page cache: readahead, no copy.
          * Reads of their first pages then say whether the device answers at all. */
-        if (size > 0) {
+        if (r == 0 && size > 0) {
                 r = ev_fadvise(e->loop, req->fd, 0, (unsigned) MIN(size, (uint64_t) HEAD_BYTES), POSIX_FADV_WILLNEED);
                 if (r == 0)
                         r = submit_read(e, req, 0, (unsigned) MIN(size, (uint64_t) PAGE), NULL);
@@ -373,6 +396,7 @@ static void start_more(struct probe_engine *e) {
 
 void probe_engine_submit(struct probe_engine *e, struct probe_request *req) {
         req->fd = -1;
+        req->direct_fd = -1;
         req->next = NULL;
         if (e->queue_tail)
                 e->queue_tail->next = req;
@@ -381,6 +405,15 @@ void probe_engine_submit(struct probe_engine *e, struct probe_request *req) {
         e->queue_tail = req;
         /* From the loop, never from inside the caller: done may run for it at once. */
         ev_defer_queue(e->loop, &e->report);
+}
+
+unsigned probe_engine_workers(struct probe_engine *e) {
+        unsigned n;
+
+        pthread_mutex_lock(&e->lock);
+        n = e->alive;
+        pthread_mutex_unlock(&e->lock);
+        return n;
 }
 
 unsigned probe_engine_busy(const struct probe_engine *e) {
@@ -395,6 +428,9 @@ unsigned probe_engine_busy(const struct probe_engine *e) {
 
 static void *worker_main(void *arg) {
         struct probe_engine *e = arg;
+
+        /* Named, for ps -L and for the tests' FUSE file system that hangs only these. */
+        (void) pthread_setname_np(pthread_self(), "bl-probe");
 
         pthread_mutex_lock(&e->lock);
         for (;;) {
@@ -429,9 +465,33 @@ static void *worker_main(void *arg) {
                 pthread_mutex_lock(&e->lock);
                 j->running = false;
                 (void) !write(e->efd, &one, sizeof(one));
+                if (!j->w && !j->req) {
+                        /* Back from a device the watchdog gave up on: a replacement took
+                         * this worker's place meanwhile. */
+                        e->stuck_workers--;
+                        if (e->alive > e->cfg.workers + e->stuck_workers)
+                                break;
+                }
         }
+        e->alive--;
+        pthread_cond_broadcast(&e->exited);
         pthread_mutex_unlock(&e->lock);
         return NULL;
+}
+
+/* Called with the lock held. */
+static int spawn_worker(struct probe_engine *e) {
+        pthread_attr_t attr;
+        pthread_t t;
+        int r;
+
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        r = -pthread_create(&t, &attr, worker_main, e);
+        pthread_attr_destroy(&attr);
+        if (r == 0)
+                e->alive++;
+        return r;
 }
 
 /* Collects what the workers finished. */
@@ -486,6 +546,10 @@ void probe_engine_tick(struct probe_engine *e, int64_t now) {
                 if (j->running && !j->w && j->req && now - j->started > e->cfg.timeout) {
                         late[n++] = j->req;
                         j->req = NULL;
+                        /* Its worker is held by the device: another does its work. */
+                        e->stuck_workers++;
+                        if (e->stuck_workers <= MAX_STUCK_WORKERS && spawn_worker(e) < 0)
+                                log_warning("cannot start a probe worker in place of a stuck one");
                 }
         pthread_mutex_unlock(&e->lock);
         for (unsigned i = 0; i < n; i++) {
@@ -512,10 +576,12 @@ int probe_engine_new(struct ev_loop *loop, const struct probe_engine_config *cfg
         e->efd = -1;
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
+        pthread_cond_init(&e->exited, NULL);
         e->active = calloc(e->cfg.max_inflight, sizeof(*e->active));
-        e->scratch = malloc(MAX(HEAD_BYTES, TAIL_BYTES));
-        e->threads = calloc(e->cfg.workers, sizeof(*e->threads));
-        if (!e->active || !e->scratch || !e->threads) {
+        /* Aligned for the direct liveness reads, which land here too. */
+        if (posix_memalign((void **) &e->scratch, PAGE, MAX(HEAD_BYTES, TAIL_BYTES)) != 0)
+                e->scratch = NULL;
+        if (!e->active || !e->scratch) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -527,12 +593,13 @@ int probe_engine_new(struct ev_loop *loop, const struct probe_engine_config *cfg
         r = ev_io_new(loop, e->efd, POLLIN, on_workers, e, &e->efd_io);
         if (r < 0)
                 goto fail;
-        for (unsigned i = 0; i < e->cfg.workers; i++) {
-                r = -pthread_create(&e->threads[i], NULL, worker_main, e);
-                if (r < 0)
-                        goto fail;
-                e->n_threads++;
-        }
+        r = 0;
+        pthread_mutex_lock(&e->lock);
+        for (unsigned i = 0; r == 0 && i < e->cfg.workers; i++)
+                r = spawn_worker(e);
+        pthread_mutex_unlock(&e->lock);
+        if (r < 0)
+                goto fail;
         *ret = e;
         return 0;
 fail:
@@ -550,7 +617,7 @@ static void drop_list(struct probe_request *r) {
 }
 
 /* Kept reachable when a worker could not be joined: it still uses the engine. */
-static struct probe_engine *leftover_engine;
+static struct probe_engine *volatile leftover_engine;
 
 struct probe_engine *probe_engine_free(struct probe_engine *e) {
         struct timespec deadline;
@@ -558,19 +625,18 @@ struct probe_engine *probe_engine_free(struct probe_engine *e) {
 
         if (!e)
                 return NULL;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 1;
         pthread_mutex_lock(&e->lock);
         e->stopping = true;
         pthread_cond_broadcast(&e->cond);
+        /* A worker stuck on a hung device must not hold up the exit: it dies with the
+         * process. */
+        while (e->alive > 0)
+                if (pthread_cond_timedwait(&e->exited, &e->lock, &deadline) == ETIMEDOUT)
+                        break;
+        all_joined = e->alive == 0;
         pthread_mutex_unlock(&e->lock);
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 1;
-        for (unsigned i = 0; i < e->n_threads; i++)
-                /* A worker stuck on a hung device must not hold up the exit: it dies with
-                 * the process. */
-                if (pthread_timedjoin_np(e->threads[i], NULL, &deadline) != 0) {
-                        pthread_detach(e->threads[i]);
-                        all_joined = false;
-                }
         ev_io_free(e->efd_io);
         ev_defer_cancel(e->loop, &e->report);
         drop_list(e->queue_head);
@@ -608,9 +674,9 @@ struct probe_engine *probe_engine_free(struct probe_engine *e) {
                 close(e->efd);
         pthread_mutex_destroy(&e->lock);
         pthread_cond_destroy(&e->cond);
+        pthread_cond_destroy(&e->exited);
         free(e->active);
         free(e->stuck);
-        free(e->threads);
         if (e->n_stuck > 0)
                 /* The kernel may still write into it until the process ends. */
                 leftover_scratch = e->scratch;

@@ -50,6 +50,7 @@ struct probe_request {
         /* The engine's. */
         struct probe_request *next;
         int fd;
+        int direct_fd; /* for the liveness read, past the page cache */
         unsigned reads_out;
         bool timed_out;
         int read_error;
@@ -79,6 +80,8 @@ void probe_engine_submit(struct probe_engine *e, struct probe_request *req);
  * its reads answered) are reported -ETIMEDOUT and their worker left to finish. */
 void probe_engine_tick(struct probe_engine *e, int64_t now_mono);
 bool probe_engine_is_stuck(const struct probe_engine *e, dev_t devnum);
+/* Worker threads running, those held by hung devices included. */
+unsigned probe_engine_workers(struct probe_engine *e);
 /* Requests queued or running. */
 unsigned probe_engine_busy(const struct probe_engine *e);
 /* Stops the workers (without waiting for one stuck on a device) and frees what can be

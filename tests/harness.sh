@@ -8,7 +8,7 @@
 #  - afterwards, whatever the test's fate: loop devices backed by files in its directory
 #    are detached, processes it listed in $BLKLEDGER_TEST_TMPDIR/pids are killed, and
 #    processes still naming its directory are killed (daemons also die with the test
-#    through PR_SET_PDEATHSIG).
+#    through PR_SET_PDEATHSIG), and file systems mounted in it are unmounted.
 set -u
 prog=$1
 shift
@@ -56,6 +56,12 @@ for f in /sys/block/loop*/loop/backing_file; do
                 losetup -d "$dev" 2>/dev/null
                 ;;
         esac
+done
+# File systems a test mounted in its directory (the hung-device test's FUSE mount):
+# lazily, so that one whose server died does not keep the directory.
+awk -v t="$tmp/" 'index($2, t) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
+        echo "harness: unmounting leftover $m" >&2
+        umount -l "$m" 2>/dev/null
 done
 rm -rf "$tmp"
 exit "$rc"

@@ -286,14 +286,14 @@ int tl_loop_attach_at(struct tl_loop *l, int nr) {
         return -EBUSY;
 }
 
-struct tl_loop *tl_loop_attach_again(const struct tl_loop *orig) {
+struct tl_loop *tl_loop_attach_file(const char *file) {
         struct tl_loop *l = calloc(1, sizeof(*l));
 
         if (!l)
                 return NULL;
         l->fd = -1;
         l->shared = true;
-        l->file = strdup(orig->file);
+        l->file = strdup(file);
         for (size_t i = 0; i < MAX_TRACKED; i++)
                 if (!loops[i]) {
                         loops[i] = l;
@@ -304,6 +304,10 @@ struct tl_loop *tl_loop_attach_again(const struct tl_loop *orig) {
                 return NULL;
         }
         return l;
+}
+
+struct tl_loop *tl_loop_attach_again(const struct tl_loop *orig) {
+        return tl_loop_attach_file(orig->file);
 }
 
 void tl_loop_detach(struct tl_loop *l) {

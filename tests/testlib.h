@@ -41,6 +41,8 @@ int tl_loop_attach(struct tl_loop *l);
 int tl_loop_attach_at(struct tl_loop *l, int nr);
 /* Attaches another loop device to the file of l (one image attached twice). */
 struct tl_loop *tl_loop_attach_again(const struct tl_loop *l);
+/* Attaches a loop device to an existing file, which is never removed. */
+struct tl_loop *tl_loop_attach_file(const char *file);
 void tl_loop_detach(struct tl_loop *l);
 void tl_loop_free(struct tl_loop *l);
 
