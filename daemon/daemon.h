@@ -25,6 +25,7 @@ struct pass_waiter;
 struct batch;
 struct probing;
 struct observing;
+struct enumerating;
 struct probe_engine;
 
 struct daemon {
@@ -53,6 +54,7 @@ struct daemon {
         struct batch *batches;
         struct probing *probing;
         struct observing *observing;
+        struct enumerating *enumerating; /* a pass's list of devices, being made */
 
         /* Full passes: the running one, whether another is wanted, who waits for it. */
         struct pass *pass;

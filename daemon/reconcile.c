@@ -36,6 +36,7 @@ struct pass_waiter {
 };
 
 struct pass {
+        bool enumerated;        /* syspaths made (on a worker: it takes ~150 ms for 1000) */
         char **syspaths;
         size_t n, next;
         unsigned chunks_out;    /* chunks made and not yet applied */
@@ -67,6 +68,7 @@ struct probing {
 };
 
 static void try_apply(struct daemon *d);
+static void end_pass(struct daemon *d, int error);
 
 static void free_probing(struct probing *p) {
         free(p->req.devnode);
@@ -474,49 +476,108 @@ static void progress(struct daemon *d, struct pass *p) {
         json_object_put(o);
 }
 
-static int start_pass(struct daemon *d) {
-        struct udev_enumerate *e;
+/* The list of block devices, made on a worker: libudev reads sysfs for each, ~150 ms
+ * for a thousand devices, which the loop (and every client) would otherwise wait for. */
+struct enumerating {
+        struct probe_work work;
+        struct daemon *daemon;
+        char **syspaths;
+        size_t n;
+        int result;
+};
+
+static void free_syspaths(char **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+static void enumerating_run(struct probe_work *w) {
+        struct enumerating *en = (struct enumerating *) w;
+        struct udev *udev = observe_thread_udev();
+        struct udev_enumerate *e = udev ? udev_enumerate_new(udev) : NULL;
         struct udev_list_entry *le;
-        struct pass *p = calloc(1, sizeof(*p));
         int r;
 
-        if (!p)
-                return -ENOMEM;
-        p->started = p->last_progress = now_monotonic_usec();
-        e = udev_enumerate_new(d->udev);
         if (!e) {
-                free(p);
-                return -ENOMEM;
+                en->result = -ENOMEM;
+                return;
         }
         r = udev_enumerate_add_match_subsystem(e, "block");
         if (r >= 0)
                 r = udev_enumerate_scan_devices(e);
-        if (r < 0) {
-                udev_enumerate_unref(e);
-                free(p);
-                return log_error_errno(r, "cannot enumerate block devices");
-        }
-        udev_list_entry_foreach(le, udev_enumerate_get_list_entry(e)) {
-                char **grown = realloc(p->syspaths, (p->n + 1) * sizeof(char *));
-                if (!grown || !(grown[p->n] = strdup(udev_list_entry_get_name(le)))) {
-                        if (grown)
-                                p->syspaths = grown;
-                        udev_enumerate_unref(e);
-                        free_pass(p);
-                        return -ENOMEM;
+        udev_list_entry_foreach(le, r >= 0 ? udev_enumerate_get_list_entry(e) : NULL) {
+                char **grown = realloc(en->syspaths, (en->n + 1) * sizeof(char *));
+                if (!grown) {
+                        r = -ENOMEM;
+                        break;
                 }
-                p->syspaths = grown;
-                p->n++;
+                en->syspaths = grown;
+                if (!(en->syspaths[en->n] = strdup(udev_list_entry_get_name(le)))) {
+                        r = -ENOMEM;
+                        break;
+                }
+                en->n++;
         }
         udev_enumerate_unref(e);
+        en->result = MIN(r, 0);
+}
 
+static void enumerating_done(struct probe_work *w) {
+        struct enumerating *en = (struct enumerating *) w;
+        struct daemon *d = en->daemon;
+        struct pass *p = d->pass; /* NULL once the daemon stops */
+
+        d->enumerating = NULL;
+        if (!p) {
+                free_syspaths(en->syspaths, en->n);
+                free(en);
+                return;
+        }
+        if (en->result < 0) {
+                int r = en->result;
+                log_error_errno(r, "cannot enumerate block devices");
+                free_syspaths(en->syspaths, en->n);
+                free(en);
+                d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
+                end_pass(d, r);
+                return;
+        }
+        p->syspaths = en->syspaths;
+        p->n = en->n;
+        p->enumerated = true;
+        free(en);
+        log_debug("pass started: %zu block devices", p->n);
+        ev_defer_queue(d->loop, &d->pass_defer);
+}
+
+static int start_pass(struct daemon *d) {
+        struct pass *p = calloc(1, sizeof(*p));
+        struct enumerating *en = calloc(1, sizeof(*en));
+        int r;
+
+        if (!p || !en) {
+                free(p);
+                free(en);
+                return -ENOMEM;
+        }
+        en->work = (struct probe_work) { .run = enumerating_run, .done = enumerating_done };
+        en->daemon = d;
+        r = probe_engine_run(d->probes, &en->work);
+        if (r < 0) {
+                free(p);
+                free(en);
+                return log_error_errno(r, "cannot enumerate block devices");
+        }
+        d->enumerating = en;
+        p->started = p->last_progress = now_monotonic_usec();
         /* Waiters that asked before now are answered by this pass. */
         p->waiters = d->next_waiters;
         d->next_waiters = NULL;
         d->pass_requested = false;
+        /* From here on, events meet a ledger in a pass (displaced, not gone). */
         ledger_begin_pass(&d->ledger);
         d->pass = p;
-        log_debug("pass started: %zu block devices", p->n);
         return 0;
 }
 
@@ -585,6 +646,8 @@ static void pass_step(void *userdata) {
                 }
         }
         p = d->pass;
+        if (!p->enumerated)
+                return; /* enumerating_done steps on */
         while (p->next < p->n && p->chunks_out < CHUNKS_OUT) {
                 struct batch *b = batch_new(d, p);
                 size_t end = MIN(p->n, p->next + d->opts.pass_chunk);
@@ -627,7 +690,10 @@ static void try_apply(struct daemon *d) {
                 if (r > 0)
                         continue; /* added without probes: close over those too */
                 if (r == 0)
-                        r = ledger_apply(&d->ledger, b->items, b->n, now_realtime_usec(), pass ? &pass->stats : NULL);
+                        /* Changes that events bring while a pass runs are the pass's
+                         * findings too: the summary says what changed during it. */
+                        r = ledger_apply(&d->ledger, b->items, b->n, now_realtime_usec(),
+                                         pass ? &pass->stats : d->pass ? &d->pass->stats : NULL);
                 d->batches = b->next;
                 batch_free(b);
                 if (r < 0) {
@@ -784,6 +850,11 @@ void reconcile_done(struct daemon *d) {
 
 void reconcile_free_probes(struct daemon *d) {
         /* After the engine is gone no probe will come back: free what is left. */
+        if (d->enumerating) {
+                free_syspaths(d->enumerating->syspaths, d->enumerating->n);
+                free(d->enumerating);
+                d->enumerating = NULL;
+        }
         while (d->probing) {
                 struct probing *p = d->probing;
                 d->probing = p->next;
