@@ -310,12 +310,29 @@ struct tl_loop *tl_loop_attach_again(const struct tl_loop *orig) {
         return tl_loop_attach_file(orig->file);
 }
 
+/* A detached loop device leaves its node; thousands of them would slow every later
+ * enumeration on the machine. Removed when nobody holds it (the daemon under test may
+ * be probing it for a moment); the harness sweeps the rest. */
+static void remove_node(const char *devnode, int tries) {
+        int ctl, nr;
+
+        if (!devnode || sscanf(devnode, "/dev/loop%d", &nr) != 1)
+                return;
+        ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        if (ctl < 0)
+                return;
+        while (ioctl(ctl, LOOP_CTL_REMOVE, nr) < 0 && errno == EBUSY && --tries > 0)
+                usleep(10000);
+        close(ctl);
+}
+
 void tl_loop_detach(struct tl_loop *l) {
         if (l->fd < 0)
                 return;
         ioctl(l->fd, LOOP_CLR_FD, 0);
         close(l->fd);
         l->fd = -1;
+        remove_node(l->devnode, 20);
         free(l->devnode);
         l->devnode = NULL;
 }

@@ -62,6 +62,12 @@ fusehang=$builddir/tests/fuse-hang
 for f in "$daemon" "$cli" "$client"; do
         [ -x "$f" ] || die "$f is not built: run it with 'make bench' in the build tree"
 done
+# In a build tree the CLI is libtool's wrapper script, which costs a shell per call; the
+# installed CLI is the binary itself.
+if [ -x "$builddir/.libs/blkledger" ]; then
+        cli=$builddir/.libs/blkledger
+        export LD_LIBRARY_PATH=$builddir/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 
 # What the other side of the comparison needs; the benchmark installs it.
 want="util-linux e2fsprogs udev systemd udisks2 dbus gnuplot-nox"
@@ -119,6 +125,7 @@ cleanup() {
         mine+=("${devs[@]}")
         [ -n "${hung_dev:-}" ] && mine+=("$hung_dev")
         if [ ${#mine[@]} -gt 0 ]; then
+                echo "bench: removing the ${#mine[@]} loop devices it made (the kernel takes a while)" >&2
                 sleep 0.5
                 "$client" remove-loops "${mine[@]}" 2>/dev/null
         fi
