@@ -27,6 +27,7 @@ struct probing;
 struct observing;
 struct enumerating;
 struct probe_engine;
+struct volumes;
 
 struct daemon {
         struct options opts;
@@ -51,6 +52,7 @@ struct daemon {
 
         /* Observations waiting for probes, applied in order; the probes themselves. */
         struct probe_engine *probes;
+        struct volumes *volumes; /* managed volumes and the intents on them */
         struct batch *batches;
         struct probing *probing;
         struct observing *observing;

@@ -72,6 +72,34 @@ static const char *const migrations[] = {
 
         /* 3 -> 4: a present device that does not answer reads, and since when. */
         "ALTER TABLE devices ADD COLUMN unresponsive_since INTEGER;",
+
+        /* 4 -> 5: the daemon's own volumes (desired state: the kernel says which loop
+         * device holds a file) and the intent journal of the actions on them. */
+        "CREATE TABLE volumes ("
+        "  name TEXT PRIMARY KEY,"
+        "  state TEXT NOT NULL CHECK (state IN ('creating', 'attached', 'detached', 'resizing', 'deleting', 'failed')),"
+        "  size_bytes INTEGER NOT NULL,"
+        "  backing_file TEXT NOT NULL UNIQUE,"
+        "  fs_type TEXT, fs_label TEXT,"
+        "  created INTEGER NOT NULL,"
+        "  updated INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE intents ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  op TEXT NOT NULL,"
+        "  target TEXT NOT NULL,"
+        "  params TEXT NOT NULL DEFAULT '{}',"
+        "  idempotency_key TEXT UNIQUE,"
+        "  state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'rolled_back')),"
+        "  step INTEGER NOT NULL DEFAULT 0,"
+        "  attempts INTEGER NOT NULL DEFAULT 0,"
+        "  last_error TEXT,"
+        "  result TEXT,"
+        "  created INTEGER NOT NULL,"
+        "  updated INTEGER NOT NULL,"
+        "  next_attempt INTEGER NOT NULL DEFAULT 0"
+        ");"
+        "CREATE INDEX intents_target ON intents(target, id);",
 };
 
 _Static_assert(ELEMENTSOF(migrations) == JOURNAL_SCHEMA_VERSION,
@@ -468,6 +496,14 @@ struct journal *journal_close(struct journal *j) {
 
 int journal_schema_version(struct journal *j) {
         return j->version;
+}
+
+sqlite3 *journal_db(struct journal *j) {
+        return j->db;
+}
+
+int journal_errno(int sqlite_rc) {
+        return sqlite_to_errno(sqlite_rc);
 }
 
 const char *journal_path(struct journal *j) {

@@ -7,7 +7,7 @@
  * recorded state and reality, open or closed), meta (the daemon's own small facts).
  * The schema version is PRAGMA user_version; migrations only go forward, one
  * transaction each. A journal written by a newer blkledgerd is refused and not touched.
- * Later tables (names, expectations, intents, volumes) refer to devices.id. */
+ * volumes and intents (schema 5) are kept by volume-store.c. */
 #pragma once
 
 #include <json-c/json.h>
@@ -16,7 +16,7 @@
 #include "device.h"
 #include "drift.h"
 
-#define JOURNAL_SCHEMA_VERSION 4
+#define JOURNAL_SCHEMA_VERSION 5
 
 struct journal;
 
@@ -27,6 +27,11 @@ int journal_open(const char *path, struct journal **ret, char **ret_error);
 struct journal *journal_close(struct journal *j);
 int journal_schema_version(struct journal *j);
 const char *journal_path(struct journal *j);
+/* For the modules that keep their own tables (volume-store.c): the handle, and SQLite's
+ * result codes as negative errno. */
+typedef struct sqlite3 sqlite3;
+sqlite3 *journal_db(struct journal *j);
+int journal_errno(int sqlite_rc);
 
 int journal_begin(struct journal *j);
 int journal_commit(struct journal *j);

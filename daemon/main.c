@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
@@ -15,7 +16,9 @@
 #include "observe.h"
 #include "probe-engine.h"
 #include "probe.h"
+#include "crashpoint.h"
 #include "util.h"
+#include "volumes.h"
 
 #define TICK_USEC USEC_PER_SEC
 #define SOURCE_CHECK_USEC (5 * USEC_PER_SEC)
@@ -111,6 +114,7 @@ static void on_tick(struct ev_timer *t, void *userdata) {
         if (d->server)
                 server_tick(d->server, now);
         probe_engine_tick(d->probes, now);
+        volumes_tick(d->volumes);
         if (now >= d->next_source_check) {
                 d->next_source_check = now + SOURCE_CHECK_USEC;
                 monitor_check_source(d->monitor);
@@ -237,6 +241,16 @@ int main(int argc, char **argv) {
                 return r > 0 ? EXIT_SUCCESS : 2;
         }
         log_setup(d.opts.foreground || d.opts.observe, d.opts.log_level);
+        if (d.opts.list_crash_points) {
+                options_done(&d.opts);
+                if (!CRASHPOINTS_BUILT) {
+                        fprintf(stderr, "blkledgerd: built without crash points (configure --enable-fault-injection)\n");
+                        return EXIT_FAILURE;
+                }
+                crashpoint_list();
+                return EXIT_SUCCESS;
+        }
+        crashpoint_setup();
         if (d.opts.observe) {
                 r = observe_one(d.opts.observe);
                 options_done(&d.opts);
@@ -280,6 +294,22 @@ int main(int argc, char **argv) {
         if (r < 0) {
                 log_error_errno(r, "cannot set up io_uring");
                 goto out_ledger;
+        }
+        r = volumes_new(&d, d.opts.volume_dir, &d.volumes);
+        if (r < 0)
+                goto out_loop;
+        if (scope_is_set(&d.opts.scope) && !scope_covers_dir(&d.opts.scope, volumes_dir(d.volumes))) {
+                /* The daemon's own volumes are always in its scope. */
+                const char *why = NULL;
+                char spec[PATH_MAX + 8], **n;
+                snprintf(spec, sizeof(spec), "loop:%s", volumes_dir(d.volumes));
+                r = scope_add(&d.opts.scope, spec, &why);
+                n = r < 0 ? NULL : realloc(d.opts.scope_specs, (d.opts.n_scope_specs + 1) * sizeof(char *));
+                if (!n || !(d.opts.scope_specs = n, n[d.opts.n_scope_specs] = strdup(spec))) {
+                        log_error("cannot add the volume directory to the scope: %s", why ? why : "out of memory");
+                        goto out_loop;
+                }
+                d.opts.n_scope_specs++;
         }
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -373,6 +403,7 @@ int main(int argc, char **argv) {
                         goto out_timer;
         }
         d.on_initial_pass = initial_pass_done;
+        volumes_start(d.volumes);
         if (d.opts.initial_pass_delay > 0)
                 d.next_full_scan = now_monotonic_usec() + d.opts.initial_pass_delay;
         else
@@ -387,6 +418,7 @@ int main(int argc, char **argv) {
 
 out_timer:
         ev_timer_free(d.tick);
+        d.volumes = volumes_free(d.volumes);
         reconcile_done(&d);
         d.server = server_free(d.server);
         if (record_daemon_event(&d, "daemon_stopped", NULL) < 0)
@@ -407,6 +439,7 @@ out_signals:
         if (d.signal_fd >= 0)
                 close(d.signal_fd);
 out_loop:
+        d.volumes = volumes_free(d.volumes);
         ev_loop_free(d.loop);
 out_ledger:
         drift_done(&d.drift);

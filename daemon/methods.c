@@ -5,6 +5,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "util.h"
+#include "volumes.h"
 
 #define EVENTS_PAGE_DEFAULT 1000
 #define EVENTS_PAGE_MAX 10000
@@ -55,6 +56,9 @@ static int method_get_status(struct client *c, json_object *params, unsigned fla
         json_object_object_add(p, "state_dir", json_object_new_string(d->opts.state_dir));
         json_object_object_add(p, "scope", scope);
         json_object_object_add(p, "clients", json_object_new_int64(server_n_clients(d->server)));
+        json_object_object_add(p, "volumes", json_object_new_int64((int64_t) volumes_count(d->volumes)));
+        json_object_object_add(p, "intents_unfinished", json_object_new_int64((int64_t) volumes_unfinished(d->volumes)));
+        json_object_object_add(p, "volume_dir", json_object_new_string(d->volumes ? volumes_dir(d->volumes) : d->opts.volume_dir));
         return reply_and_put(c, p);
 }
 
@@ -209,6 +213,7 @@ static int method_reconcile(struct client *c, json_object *params, unsigned flag
                 return -ENOMEM;
         log_info("pass requested by uid %d", (int) client_uid(c));
         reconcile_request_pass(d, call);
+        volumes_retry_now(d->volumes);
         return 0;
 }
 
@@ -408,6 +413,14 @@ const struct method daemon_methods[] = {
         { "io.blkledger.Unexpect", method_unexpect, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.ListExpectations", method_list_expectations, 0 },
         { "io.blkledger.ListDrift", method_list_drift, 0 },
+        { "io.blkledger.CreateVolume", method_create_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.ListVolumes", method_list_volumes, 0 },
+        { "io.blkledger.GetVolume", method_get_volume, 0 },
+        { "io.blkledger.ResizeVolume", method_resize_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.AttachVolume", method_attach_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.DetachVolume", method_detach_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.DeleteVolume", method_delete_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.ListIntents", method_list_intents, 0 },
         {},
 };
 

@@ -15,7 +15,10 @@ static void help(void) {
                "  -s, --state-dir DIR        journal and lock directory (default %s)\n"
                "  -S, --socket PATH          Varlink socket to serve (default %s)\n"
                "      --scope loop:DIR       only observe loop devices backed by files under DIR\n"
-               "                             (repeatable; default: every block device, read-only)\n"
+               "                             (repeatable; default: every block device, read-only;\n"
+               "                             the volume directory is always in scope)\n"
+               "      --volume-dir DIR       backing files of managed volumes (default: volumes/\n"
+               "                             in the state directory)\n"
                "      --event-source SOURCE  auto (default), udev or kernel\n"
                "      --rescan-interval SEC  full pass every SEC seconds, 0 = never (default 300)\n"
                "      --pass-chunk N         devices a pass hands to the ledger at once (default 64)\n"
@@ -32,6 +35,8 @@ static void help(void) {
                "      --observe DEVICE       print what the daemon reads about DEVICE and exit\n"
                "      --initial-pass-delay SEC  start the first pass SEC seconds late (for tests:\n"
                "                             the ledger is served unverified meanwhile)\n"
+               "      --list-crash-points    print the fault-injection crash points and exit (builds\n"
+               "                             with --enable-fault-injection; BLKLEDGER_CRASH_AT=NAME)\n"
                "  -h, --help                 show this help\n"
                "  -V, --version              show the version\n"
                "\n"
@@ -65,6 +70,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_PROBE_TIMEOUT,
                 ARG_PROBE_WORKERS,
                 ARG_PROBE_CONCURRENCY,
+                ARG_VOLUME_DIR,
+                ARG_LIST_CRASH_POINTS,
         };
         static const struct option longopts[] = {
                 { "foreground", no_argument, NULL, 'f' },
@@ -83,6 +90,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "probe-timeout", required_argument, NULL, ARG_PROBE_TIMEOUT },
                 { "probe-workers", required_argument, NULL, ARG_PROBE_WORKERS },
                 { "probe-concurrency", required_argument, NULL, ARG_PROBE_CONCURRENCY },
+                { "volume-dir", required_argument, NULL, ARG_VOLUME_DIR },
+                { "list-crash-points", no_argument, NULL, ARG_LIST_CRASH_POINTS },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -201,6 +210,17 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                                 FAIL("invalid --probe-concurrency '%s': 1 to 4096", optarg);
                         o->probe_concurrency = (unsigned) v;
                         break;
+                case ARG_VOLUME_DIR:
+                        if (isempty(optarg) || optarg[0] != '/')
+                                FAIL("--volume-dir needs an absolute path");
+                        free(o->volume_dir);
+                        o->volume_dir = strdup(optarg);
+                        if (!o->volume_dir)
+                                return -ENOMEM;
+                        break;
+                case ARG_LIST_CRASH_POINTS:
+                        o->list_crash_points = true;
+                        break;
                 case ARG_OBSERVE:
                         free(o->observe);
                         o->observe = strdup(optarg);
@@ -227,6 +247,10 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 o->socket_path = strdup(BL_DEFAULT_SOCKET);
         if (!o->state_dir || !o->socket_path)
                 return -ENOMEM;
+        if (!o->volume_dir && asprintf(&o->volume_dir, "%s/volumes", o->state_dir) < 0) {
+                o->volume_dir = NULL;
+                return -ENOMEM;
+        }
         return 0;
 }
 
@@ -234,6 +258,7 @@ void options_done(struct options *o) {
         free(o->state_dir);
         free(o->socket_path);
         free(o->observe);
+        free(o->volume_dir);
         for (unsigned i = 0; i < o->n_scope_specs; i++)
                 free(o->scope_specs[i]);
         free(o->scope_specs);

@@ -27,6 +27,8 @@ struct options {
         int64_t probe_timeout;      /* usec a device read may take */
         unsigned probe_workers;     /* libblkid threads */
         unsigned probe_concurrency; /* devices read at once */
+        char *volume_dir;           /* backing files of managed volumes */
+        bool list_crash_points;     /* --list-crash-points: print them and exit */
 };
 
 /* Returns 0 to run, 1 when --help or --version was printed, negative errno on a bad

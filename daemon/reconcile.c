@@ -24,6 +24,7 @@
 #include "observe.h"
 #include "probe-engine.h"
 #include "util.h"
+#include "volumes.h"
 
 /* Progress replies to a waiting Reconcile at most this often. */
 #define PROGRESS_USEC (250 * USEC_PER_MSEC)
@@ -624,6 +625,7 @@ static void finish_pass(struct daemon *d) {
                         d->on_initial_pass(d);
         }
         reconcile_evaluate_drift(d);
+        volumes_after_pass(d->volumes);
         log_debug("pass: %u checked, %u appeared, %u changed, %u renamed, %u disappeared, %u unresponsive in %lld ms",
                   p->stats.checked, p->stats.appeared, p->stats.changed, p->stats.renamed, p->stats.disappeared,
                   p->stats.unresponsive, (long long) ((now_monotonic_usec() - p->started) / USEC_PER_MSEC));

@@ -44,6 +44,15 @@ bool scope_is_set(const struct scope *s) {
         return s->n_loop_dirs > 0;
 }
 
+bool scope_covers_dir(const struct scope *s, const char *dir) {
+        if (!scope_is_set(s))
+                return true;
+        for (size_t i = 0; i < s->n_loop_dirs; i++)
+                if (path_is_under(dir, s->loop_dirs[i]))
+                        return true;
+        return false;
+}
+
 bool scope_match(const struct scope *s, const struct observation *o) {
         const char *file;
         char path[PATH_MAX];

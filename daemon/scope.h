@@ -17,6 +17,8 @@ struct scope {
 /* Parses "loop:DIR"; DIR must exist. Sets *ret_error to a static reason on -EINVAL. */
 int scope_add(struct scope *s, const char *spec, const char **ret_error);
 bool scope_is_set(const struct scope *s);
+/* Whether every loop file under dir (canonical) is in scope. */
+bool scope_covers_dir(const struct scope *s, const char *dir);
 /* Pure: decides from the observation's backing file (or its parent disk's). */
 bool scope_match(const struct scope *s, const struct observation *o);
 void scope_done(struct scope *s);

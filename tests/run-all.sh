@@ -4,6 +4,8 @@
 #   1. make check          (warnings are errors)
 #   2. make check          under AddressSanitizer and UndefinedBehaviorSanitizer
 #   3. make distcheck      (the release tarball builds and passes its tests)
+# Test builds have the daemon's crash points (--enable-fault-injection) for the
+# recovery tests; distribution builds do not.
 # Build trees go to build-test/ build-asan/ (override with BLKLEDGER_BUILD_ROOT).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,12 +42,12 @@ step() {
 }
 
 echo "=== 1/3 make check"
-step "$root/build-test" --enable-werror
+step "$root/build-test" --enable-werror --enable-fault-injection
 echo "=== 2/3 make check under ASan and UBSan"
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export ASAN_OPTIONS UBSAN_OPTIONS
-step "$root/build-asan" --enable-sanitizers
+step "$root/build-asan" --enable-sanitizers --enable-fault-injection
 unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "=== 3/3 make distcheck"
 if ! make -C "$root/build-test" -j"$jobs" distcheck; then

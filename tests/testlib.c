@@ -442,6 +442,7 @@ static int start(struct tl_daemon *d) {
 
                 if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
                         fprintf(stderr, "blkledgerd exited during start (status %d)\n", status);
+                        d->exit_status = status;
                         d->pid = 0;
                         unlink(sa.sun_path);
                         return -ECHILD;
@@ -527,6 +528,10 @@ int tl_daemon_restart(struct tl_daemon *d) {
                 return r;
         }
         return tl_daemon_wait_verified(d);
+}
+
+int tl_daemon_spawn(struct tl_daemon *d) {
+        return start(d);
 }
 
 int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **ret_output) {

@@ -52,6 +52,7 @@ struct tl_daemon {
         char *socket;
         char *log;
         char **args; /* extra arguments */
+        int exit_status; /* when it exited during a start: WIFEXITED... status */
 };
 
 /* Starts blkledgerd --foreground --state-dir ... --socket ... --scope loop:tmpdir/img
@@ -68,6 +69,9 @@ int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **
 int tl_daemon_stop(struct tl_daemon *d, int sig);
 /* Starts again with the same state, socket and arguments; waits for the first pass. */
 int tl_daemon_restart(struct tl_daemon *d);
+/* Starts again and waits for READY=1 only; -ECHILD (exit_status set) when it exited
+ * before that, as a daemon armed to crash in recovery does. */
+int tl_daemon_spawn(struct tl_daemon *d);
 bool tl_daemon_alive(struct tl_daemon *d);
 void tl_daemon_print_log(struct tl_daemon *d);
 void tl_daemon_free(struct tl_daemon *d);

@@ -50,6 +50,11 @@ static int call_failed(struct blkledger *b, const char *what, int r) {
                 { "io.blkledger.NoSuchDevice", "name", "no such device: ", "" },
                 { "io.blkledger.NoSuchExpectation", "name", "no such expectation: ", "" },
                 { "io.blkledger.NameTaken", "name", "the name ", " is taken by another device" },
+                { "io.blkledger.NoSuchVolume", "name", "no such volume: ", "" },
+                { "io.blkledger.VolumeExists", "reason", "", "" },
+                { "io.blkledger.VolumeBusy", "reason", "the volume is busy: ", "" },
+                { "io.blkledger.ActionFailed", "error", "", "" },
+                { "io.blkledger.Refused", "reason", "refused: ", "" },
                 { "org.varlink.service.InvalidParameter", "parameter", "invalid value for ", "" },
                 { "io.blkledger.InternalError", "reason", "the daemon failed: ", "" },
         };
@@ -593,6 +598,164 @@ static int cmd_drift(struct blkledger *b, const struct cli_args *a) {
         return t ? 0 : fail("out of memory");
 }
 
+static void print_volume(json_object *v) {
+        json_object_object_foreach(v, key, val) {
+                _cleanup_free_ char *e = NULL;
+                char size[FORMAT_SIZE_MAX];
+
+                if (!val)
+                        e = strdup("-");
+                else if (streq(key, "size_bytes"))
+                        (void) asprintf(&e, "%s (%lld bytes)", format_size((uint64_t) json_object_get_int64(val), size),
+                                        (long long) json_object_get_int64(val));
+                else if (json_object_is_type(val, json_type_string))
+                        e = cli_escape(json_object_get_string(val));
+                else
+                        e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
+                printf("%-14s %s\n", key, e ? e : "?");
+        }
+}
+
+/* A volume action: waits as long as the action takes (mkfs of a large volume). */
+static int volume_action(struct blkledger *b, const struct cli_args *a, const char *method, json_object *params,
+                         const char *done) {
+        json_object *reply, *v;
+
+        json_object_object_add(params, "name", json_object_new_string(a->name));
+        if (a->idempotency_key)
+                json_object_object_add(params, "idempotency_key", json_object_new_string(a->idempotency_key));
+        blkledger_set_timeout(b, -1);
+        reply = call(b, method, params);
+        json_object_put(params);
+        if (!reply)
+                return -1;
+        v = json_object_object_get(reply, "volume");
+        if (a->json)
+                print_json(v ? v : reply);
+        else if (v)
+                printf("volume %s %s%s%s\n", a->name, done, str_member(v, "devnode") ? " as " : "",
+                       str_member(v, "devnode") ?: "");
+        else
+                printf("volume %s %s\n", a->name, done);
+        json_object_put(reply);
+        return 0;
+}
+
+static int cmd_volume(struct blkledger *b, const struct cli_args *a) {
+        json_object *p = json_object_new_object();
+
+        if (!p)
+                return fail("out of memory");
+        switch (a->command) {
+        case CMD_VOLUME_CREATE:
+                json_object_object_add(p, "size_bytes", json_object_new_int64(a->size));
+                if (a->fs_type)
+                        json_object_object_add(p, "fs_type", json_object_new_string(a->fs_type));
+                if (a->fs_label)
+                        json_object_object_add(p, "fs_label", json_object_new_string(a->fs_label));
+                return volume_action(b, a, "io.blkledger.CreateVolume", p, "created");
+        case CMD_VOLUME_RESIZE:
+                json_object_object_add(p, "size_bytes", json_object_new_int64(a->size));
+                return volume_action(b, a, "io.blkledger.ResizeVolume", p, "resized");
+        case CMD_VOLUME_ATTACH:
+                return volume_action(b, a, "io.blkledger.AttachVolume", p, "attached");
+        case CMD_VOLUME_DETACH:
+                if (a->force)
+                        json_object_object_add(p, "force", json_object_new_boolean(true));
+                return volume_action(b, a, "io.blkledger.DetachVolume", p, "detached");
+        case CMD_VOLUME_DELETE:
+                if (a->force)
+                        json_object_object_add(p, "force", json_object_new_boolean(true));
+                if (a->keep_file)
+                        json_object_object_add(p, "keep_file", json_object_new_boolean(true));
+                return volume_action(b, a, "io.blkledger.DeleteVolume", p, "deleted");
+        case CMD_VOLUME_SHOW: {
+                json_object *reply;
+                json_object_object_add(p, "name", json_object_new_string(a->name));
+                reply = call(b, "io.blkledger.GetVolume", p);
+                json_object_put(p);
+                if (!reply)
+                        return -1;
+                if (a->json)
+                        print_json(json_object_object_get(reply, "volume"));
+                else
+                        print_volume(json_object_object_get(reply, "volume"));
+                json_object_put(reply);
+                return 0;
+        }
+        default: {
+                static const char *const headers[] = { "NAME", "STATE", "SIZE", "FSTYPE", "LABEL", "DEVICE", "FILE" };
+                json_object *reply = call(b, "io.blkledger.ListVolumes", NULL), *arr;
+                struct table *t;
+
+                json_object_put(p);
+                if (!reply)
+                        return -1;
+                arr = json_object_object_get(reply, "volumes");
+                if (a->json) {
+                        print_json(arr);
+                        json_object_put(reply);
+                        return 0;
+                }
+                t = table_new(headers, ELEMENTSOF(headers));
+                for (size_t i = 0; t && i < json_object_array_length(arr); i++) {
+                        json_object *v = json_object_array_get_idx(arr, i), *sz;
+                        char size[FORMAT_SIZE_MAX] = "-";
+                        if (json_object_object_get_ex(v, "size_bytes", &sz) && sz)
+                                format_size((uint64_t) json_object_get_int64(sz), size);
+                        const char *row[] = { str_member(v, "name"),     str_member(v, "state"),
+                                              size,                      str_member(v, "fs_type"),
+                                              str_member(v, "fs_label"), str_member(v, "devnode"),
+                                              str_member(v, "backing_file") };
+                        table_add_row(t, row);
+                }
+                if (t) {
+                        table_set_right_aligned(t, 2);
+                        table_print(t, stdout, !a->no_legend);
+                }
+                table_free(t);
+                json_object_put(reply);
+                return t ? 0 : fail("out of memory");
+        }
+        }
+}
+
+static int cmd_intents(struct blkledger *b, const struct cli_args *a) {
+        static const char *const headers[] = { "ID", "OP", "TARGET", "STATE", "STEP", "ATTEMPTS", "UPDATED", "ERROR" };
+        json_object *p = json_object_new_object(), *reply, *arr;
+        struct table *t;
+
+        if (a->unfinished)
+                json_object_object_add(p, "unfinished", json_object_new_boolean(true));
+        if (a->limit > 0)
+                json_object_object_add(p, "limit", json_object_new_int64(MIN(a->limit, 10000)));
+        reply = call(b, "io.blkledger.ListIntents", p);
+        json_object_put(p);
+        if (!reply)
+                return -1;
+        arr = json_object_object_get(reply, "intents");
+        if (a->json) {
+                print_json(arr);
+                json_object_put(reply);
+                return 0;
+        }
+        t = table_new(headers, ELEMENTSOF(headers));
+        for (size_t i = 0; t && i < json_object_array_length(arr); i++) {
+                json_object *it = json_object_array_get_idx(arr, i);
+                const char *row[] = { str_member(it, "id"),    str_member(it, "op"),       str_member(it, "target"),
+                                      str_member(it, "state"), str_member(it, "step"),     str_member(it, "attempts"),
+                                      str_member(it, "updated"), str_member(it, "last_error") };
+                table_add_row(t, row);
+        }
+        if (t) {
+                table_set_right_aligned(t, 0);
+                table_print(t, stdout, !a->no_legend);
+        }
+        table_free(t);
+        json_object_put(reply);
+        return t ? 0 : fail("out of memory");
+}
+
 int main(int argc, char **argv) {
         struct cli_args a;
         _cleanup_free_ char *error = NULL;
@@ -641,6 +804,18 @@ int main(int argc, char **argv) {
                         break;
                 case CMD_DRIFT:
                         r = cmd_drift(b, &a);
+                        break;
+                case CMD_VOLUME_CREATE:
+                case CMD_VOLUME_LIST:
+                case CMD_VOLUME_SHOW:
+                case CMD_VOLUME_RESIZE:
+                case CMD_VOLUME_ATTACH:
+                case CMD_VOLUME_DETACH:
+                case CMD_VOLUME_DELETE:
+                        r = cmd_volume(b, &a);
+                        break;
+                case CMD_INTENTS:
+                        r = cmd_intents(b, &a);
                         break;
                 default:
                         r = -1;

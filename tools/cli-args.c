@@ -19,6 +19,13 @@ enum {
         OPT_FS_LABEL = 1 << 5,
         OPT_MIN_SIZE = 1 << 6,
         OPT_REMOVE = 1 << 7,
+        OPT_SIZE = 1 << 8,
+        OPT_FS = 1 << 9,
+        OPT_LABEL = 1 << 10,
+        OPT_FORCE = 1 << 11,
+        OPT_KEEP_FILE = 1 << 12,
+        OPT_UNFINISHED = 1 << 13,
+        OPT_KEY = 1 << 14,
 };
 
 static const struct command {
@@ -54,16 +61,37 @@ static const struct command {
           "Every open difference between desired and actual state, or between the ledger and\n"
           "the devices: missing, unexpected_fs, label_mismatch, too_small, identity_conflict,\n"
           "duplicate_uuid." },
+        { "volume create", CMD_VOLUME_CREATE, 1, 1, OPT_SIZE | OPT_FS | OPT_LABEL | OPT_KEY,
+          "NAME --size SIZE [--fs TYPE] [--label LABEL]",
+          "Create a managed volume: a sparse file in the daemon's volume directory, attached\n"
+          "as a loop device, made with mkfs.TYPE (ext2, ext3, ext4, xfs, btrfs, vfat, exfat,\n"
+          "swap). The same command again returns the volume. Root only." },
+        { "volume list", CMD_VOLUME_LIST, 0, 0, 0, "", "The managed volumes." },
+        { "volume show", CMD_VOLUME_SHOW, 1, 1, 0, "NAME", "One managed volume." },
+        { "volume resize", CMD_VOLUME_RESIZE, 1, 1, OPT_SIZE | OPT_KEY, "NAME --size SIZE",
+          "Grow a volume: the file, the loop device, and the filesystem where its tool can\n"
+          "(ext2/3/4 on or off line, xfs and btrfs while mounted). Volumes never shrink. Root only." },
+        { "volume attach", CMD_VOLUME_ATTACH, 1, 1, OPT_KEY, "NAME", "Attach a detached volume. Root only." },
+        { "volume detach", CMD_VOLUME_DETACH, 1, 1, OPT_FORCE | OPT_KEY, "NAME [--force]",
+          "Detach a volume's loop device; a mounted or written volume needs --force. Root only." },
+        { "volume delete", CMD_VOLUME_DELETE, 1, 1, OPT_FORCE | OPT_KEEP_FILE | OPT_KEY,
+          "NAME [--keep-file] [--force]",
+          "Detach a volume and remove its file (kept with --keep-file); a mounted or written\n"
+          "volume needs --force. Root only." },
+        { "intents", CMD_INTENTS, 0, 0, OPT_LIMIT | OPT_UNFINISHED, "[--unfinished] [--limit N]",
+          "The newest actions (volume create, resize, ...) with their state: pending, running,\n"
+          "succeeded, failed, rolled_back." },
 };
 
 static void help(void) {
         printf("Usage: blkledger [OPTION]... COMMAND [ARG]...\n"
+               "       blkledger [OPTION]... volume SUBCOMMAND [ARG]...\n"
                "Ask blkledgerd what it knows about the host's block devices.\n"
                "\n"
                "Commands:\n");
         for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
                 const char *nl = strchr(commands[i].help, '\n');
-                printf("  %-14s %.*s\n", commands[i].name,
+                printf("  %-15s %.*s\n", commands[i].name,
                        (int) (nl ? (size_t) (nl - commands[i].help) : strlen(commands[i].help)), commands[i].help);
         }
         printf("\n"
@@ -156,7 +184,23 @@ static char *replace(char **field, const char *value) {
 }
 
 int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
-        enum { ARG_STATE = 0x100, ARG_SINCE, ARG_LIMIT, ARG_MATCH, ARG_FS_TYPE, ARG_FS_LABEL, ARG_MIN_SIZE, ARG_REMOVE };
+        enum {
+                ARG_STATE = 0x100,
+                ARG_SINCE,
+                ARG_LIMIT,
+                ARG_MATCH,
+                ARG_FS_TYPE,
+                ARG_FS_LABEL,
+                ARG_MIN_SIZE,
+                ARG_REMOVE,
+                ARG_SIZE,
+                ARG_FS,
+                ARG_LABEL,
+                ARG_FORCE,
+                ARG_KEEP_FILE,
+                ARG_UNFINISHED,
+                ARG_KEY,
+        };
         static const struct option longopts[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, 'j' },
@@ -169,6 +213,13 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { "fs-label", required_argument, NULL, ARG_FS_LABEL },
                 { "min-size", required_argument, NULL, ARG_MIN_SIZE },
                 { "remove", no_argument, NULL, ARG_REMOVE },
+                { "size", required_argument, NULL, ARG_SIZE },
+                { "fs", required_argument, NULL, ARG_FS },
+                { "label", required_argument, NULL, ARG_LABEL },
+                { "force", no_argument, NULL, ARG_FORCE },
+                { "keep-file", no_argument, NULL, ARG_KEEP_FILE },
+                { "unfinished", no_argument, NULL, ARG_UNFINISHED },
+                { "idempotency-key", required_argument, NULL, ARG_KEY },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -179,7 +230,10 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
         } option_names[] = {
                 { OPT_STATE, "--state" }, { OPT_SINCE, "--since" }, { OPT_LIMIT, "--limit" },
                 { OPT_MATCH, "--match" }, { OPT_FS_TYPE, "--fs-type" }, { OPT_FS_LABEL, "--fs-label" },
-                { OPT_MIN_SIZE, "--min-size" }, { OPT_REMOVE, "--remove" },
+                { OPT_MIN_SIZE, "--min-size" }, { OPT_REMOVE, "--remove" }, { OPT_SIZE, "--size" },
+                { OPT_FS, "--fs" }, { OPT_LABEL, "--label" }, { OPT_FORCE, "--force" },
+                { OPT_KEEP_FILE, "--keep-file" }, { OPT_UNFINISHED, "--unfinished" },
+                { OPT_KEY, "--idempotency-key" },
         };
         const struct command *cmd = NULL;
         char *positional[4];
@@ -188,7 +242,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
         int c;
 
         *ret_error = NULL;
-        *a = (struct cli_args) { .since = -1, .min_size = -1 };
+        *a = (struct cli_args) { .since = -1, .min_size = -1, .size = -1 };
 
 #define FAIL(...)                                                                         \
         do {                                                                              \
@@ -265,6 +319,39 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                         a->remove = true;
                         used |= OPT_REMOVE;
                         break;
+                case ARG_SIZE:
+                        if (cli_parse_size(optarg, &v) < 0 || v <= 0)
+                                FAIL("--size needs a size such as 67108864 or 64M, not '%s'", optarg);
+                        a->size = v;
+                        used |= OPT_SIZE;
+                        break;
+                case ARG_FS:
+                        if (isempty(optarg) || !replace(&a->fs_type, optarg))
+                                FAIL("--fs needs a filesystem type");
+                        used |= OPT_FS;
+                        break;
+                case ARG_LABEL:
+                        if (isempty(optarg) || !replace(&a->fs_label, optarg))
+                                FAIL("--label needs a label");
+                        used |= OPT_LABEL;
+                        break;
+                case ARG_FORCE:
+                        a->force = true;
+                        used |= OPT_FORCE;
+                        break;
+                case ARG_KEEP_FILE:
+                        a->keep_file = true;
+                        used |= OPT_KEEP_FILE;
+                        break;
+                case ARG_UNFINISHED:
+                        a->unfinished = true;
+                        used |= OPT_UNFINISHED;
+                        break;
+                case ARG_KEY:
+                        if (isempty(optarg) || !replace(&a->idempotency_key, optarg))
+                                FAIL("--idempotency-key needs a value");
+                        used |= OPT_KEY;
+                        break;
                 case 'h':
                         want_help = true;
                         break;
@@ -284,7 +371,24 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                         FAIL("too many arguments (see --help)");
                 positional[n_pos++] = argv[optind];
         }
+        /* "volume create NAME": the first two words name the command. */
+        if (n_pos > 0 && streq(positional[0], "volume")) {
+                static char joined[32];
+                if (n_pos < 2)
+                        FAIL("'volume' needs a subcommand: create, list, show, resize, attach, detach or delete");
+                if (strlen(positional[1]) > 16)
+                        FAIL("unknown command 'volume %.16s...' (see --help)", positional[1]);
+                snprintf(joined, sizeof(joined), "volume %s", positional[1]);
+                positional[1] = joined;
+                memmove(positional, positional + 1, (n_pos - 1) * sizeof(char *));
+                n_pos--;
+        }
         if (n_pos > 0 && streq(positional[0], "help")) {
+                char joined[32];
+                if (n_pos > 2 && streq(positional[1], "volume")) {
+                        snprintf(joined, sizeof(joined), "volume %.16s", positional[2]);
+                        positional[1] = joined;
+                }
                 for (size_t i = 0; n_pos > 1 && i < ELEMENTSOF(commands); i++)
                         if (streq(positional[1], commands[i].name)) {
                                 command_help(&commands[i]);
@@ -335,6 +439,20 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
         case CMD_UNEXPECT:
                 a->name = strdup(positional[1]);
                 break;
+        case CMD_VOLUME_CREATE:
+        case CMD_VOLUME_RESIZE:
+                if (a->size < 0)
+                        FAIL("'%s' needs --size SIZE", cmd->name);
+                if (a->fs_label && !a->fs_type)
+                        FAIL("--label needs --fs");
+                a->name = strdup(positional[1]);
+                break;
+        case CMD_VOLUME_SHOW:
+        case CMD_VOLUME_ATTACH:
+        case CMD_VOLUME_DETACH:
+        case CMD_VOLUME_DELETE:
+                a->name = strdup(positional[1]);
+                break;
         default:
                 if (n_pos > 1)
                         a->device = strdup(positional[1]);
@@ -354,5 +472,6 @@ void cli_args_done(struct cli_args *a) {
         free(a->match_value);
         free(a->fs_type);
         free(a->fs_label);
+        free(a->idempotency_key);
         *a = (struct cli_args) {};
 }

@@ -20,6 +20,14 @@ enum cli_command {
         CMD_UNEXPECT,
         CMD_EXPECTATIONS,
         CMD_DRIFT,
+        CMD_VOLUME_CREATE,
+        CMD_VOLUME_LIST,
+        CMD_VOLUME_SHOW,
+        CMD_VOLUME_RESIZE,
+        CMD_VOLUME_ATTACH,
+        CMD_VOLUME_DETACH,
+        CMD_VOLUME_DELETE,
+        CMD_INTENTS,
 };
 
 struct cli_args {
@@ -35,9 +43,14 @@ struct cli_args {
         int64_t limit; /* history; 0 = all */
         char *match_kind;  /* expect: serial, wwn, fs_uuid, loop_file */
         char *match_value;
-        char *fs_type;     /* expect */
-        char *fs_label;
+        char *fs_type;     /* expect; volume create --fs */
+        char *fs_label;    /* expect; volume create --label */
         int64_t min_size;  /* expect; -1 = not given */
+        int64_t size;      /* volume create, resize; -1 = not given */
+        bool force;        /* volume detach, delete */
+        bool keep_file;    /* volume delete */
+        bool unfinished;   /* intents */
+        char *idempotency_key; /* volume actions */
 };
 
 /* Returns 0 to run, 1 when help or the version was printed, -EINVAL for a bad command
