@@ -136,6 +136,33 @@ int drift_load(struct drift_state *ds, struct journal *j) {
         return r;
 }
 
+void drift_set_extra(struct drift_state *ds, struct drift_item **items, size_t n) {
+        for (size_t i = 0; i < ds->n_extra; i++)
+                drift_item_free(ds->extra[i]);
+        free(ds->extra);
+        ds->extra = items;
+        ds->n_extra = n;
+}
+
+struct drift_item *drift_item_new(const char *kind, const char *name, int64_t device_id, json_object *detail) {
+        struct drift_item *d = calloc(1, sizeof(*d));
+
+        if (!d || !detail) {
+                free(d);
+                json_object_put(detail);
+                return NULL;
+        }
+        d->kind = strdup(kind);
+        d->name = name ? strdup(name) : NULL;
+        d->device_id = device_id;
+        d->detail = detail;
+        if (!d->kind || (name && !d->name)) {
+                drift_item_free(d);
+                return NULL;
+        }
+        return d;
+}
+
 void drift_done(struct drift_state *ds) {
         for (size_t i = 0; i < ds->n_exps; i++)
                 expectation_free(ds->exps[i]);
@@ -143,6 +170,7 @@ void drift_done(struct drift_state *ds) {
         ds->exps = NULL;
         ds->n_exps = 0;
         free_open(ds);
+        drift_set_extra(ds, NULL, 0);
 }
 
 struct expectation *drift_find_expectation(const struct drift_state *ds, const char *name) {
@@ -377,6 +405,9 @@ int drift_compute(const struct drift_state *ds, const struct ledger *l, struct d
                 r = compute_shared(l, "identity_conflict", identity_key_of, &items, &n);
         if (r == 0)
                 r = compute_shared(l, "duplicate_uuid", fs_uuid_of, &items, &n);
+        for (size_t i = 0; r == 0 && i < ds->n_extra; i++)
+                r = emit(&items, &n, ds->extra[i]->kind, ds->extra[i]->name, ds->extra[i]->device_id,
+                         json_object_get(ds->extra[i]->detail));
         if (r < 0) {
                 for (size_t i = 0; i < n; i++)
                         drift_item_free(items[i]);

@@ -56,6 +56,10 @@ struct drift_state {
         size_t n_exps;
         struct drift_item **open;
         size_t n_open;
+        /* Drift other modules find (volumes: orphans, missing files, failed intents),
+         * part of every drift_compute() until replaced. */
+        struct drift_item **extra;
+        size_t n_extra;
 };
 
 int drift_load(struct drift_state *ds, struct journal *j);
@@ -66,6 +70,11 @@ struct expectation *drift_find_expectation(const struct drift_state *ds, const c
  * Journal first. */
 int drift_put_expectation(struct drift_state *ds, struct journal *j, struct expectation *e);
 int drift_remove_expectation(struct drift_state *ds, struct journal *j, const char *name);
+
+/* Replaces the extra items (takes ownership of items and of each item). */
+void drift_set_extra(struct drift_state *ds, struct drift_item **items, size_t n);
+/* A new item for drift_set_extra(); takes detail. NULL without memory. */
+struct drift_item *drift_item_new(const char *kind, const char *name, int64_t device_id, json_object *detail);
 
 /* The drift there is now, from the present records and the expectations. */
 int drift_compute(const struct drift_state *ds, const struct ledger *l, struct drift_item ***ret, size_t *ret_n);

@@ -420,6 +420,8 @@ const struct method daemon_methods[] = {
         { "io.blkledger.AttachVolume", method_attach_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.DetachVolume", method_detach_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.DeleteVolume", method_delete_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.AdoptVolume", method_adopt_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.ForgetVolume", method_forget_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.ListIntents", method_list_intents, 0 },
         {},
 };

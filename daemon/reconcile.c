@@ -394,6 +394,7 @@ static struct batch *batch_new(struct daemon *d, struct pass *pass) {
 }
 
 static void after_commit(struct daemon *d) {
+        volumes_name_devices(d->volumes);
         if (d->server)
                 server_notify_events(d->server);
 }

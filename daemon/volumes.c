@@ -3,6 +3,8 @@
  * See volumes.h for the model and crashpoint.h for the names of the crash points. */
 #include "config.h"
 
+#include <blkid/blkid.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -591,6 +593,39 @@ static int undo_create(struct volumes *vs, struct action *a) {
         return 0;
 }
 
+/* adopt: the file is still there and still ours to take; forget: nothing to do but
+ * the row. Neither touches the file or a loop device. */
+static int step_check(struct volumes *vs, struct action *a) {
+        struct volume *v = target_volume(vs, a);
+        struct stat st;
+
+        if (!v)
+                return -ENOENT;
+        if (streq(a->it->op, "volume.forget"))
+                return 0;
+        if (lstat(v->backing_file, &st) < 0 || !S_ISREG(st.st_mode)) {
+                set_error(a, true, "%s is no longer a regular file", v->backing_file);
+                return -ENOENT;
+        }
+        return 0;
+}
+
+static void finish_adopt(struct volumes *vs, struct action *a, struct volume *v) {
+        char kname[32];
+        struct stat st;
+
+        (void) vs, (void) a;
+        if (stat(v->backing_file, &st) == 0)
+                v->size_bytes = (uint64_t) st.st_size;
+        (void) set_str(&v->state, attached_kname(v, kname) > 0 ? "attached" : "detached");
+}
+
+/* An adopted file is not removed when the adoption fails: the row goes, the file stays. */
+static int undo_adopt(struct volumes *vs, struct action *a) {
+        (void) vs, (void) a;
+        return 0;
+}
+
 static const struct step_def create_steps[] = {
         { "file", step_file }, { "attach", step_attach }, { "mkfs", step_mkfs, true }
 };
@@ -600,6 +635,8 @@ static const struct step_def resize_steps[] = {
 static const struct step_def attach_steps[] = { { "attach", step_attach } };
 static const struct step_def detach_steps[] = { { "detach", step_detach } };
 static const struct step_def delete_steps[] = { { "detach", step_detach }, { "unlink", step_unlink } };
+static const struct step_def adopt_steps[] = { { "check", step_check } };
+static const struct step_def forget_steps[] = { { "check", step_check } };
 
 static const struct op_def ops[] = {
         { "volume.create", create_steps, ELEMENTSOF(create_steps), finish_create, undo_create },
@@ -607,6 +644,8 @@ static const struct op_def ops[] = {
         { "volume.attach", attach_steps, ELEMENTSOF(attach_steps), finish_attach, NULL },
         { "volume.detach", detach_steps, ELEMENTSOF(detach_steps), finish_detach, NULL },
         { "volume.delete", delete_steps, ELEMENTSOF(delete_steps), NULL, NULL },
+        { "volume.adopt", adopt_steps, ELEMENTSOF(adopt_steps), finish_adopt, undo_adopt },
+        { "volume.forget", forget_steps, ELEMENTSOF(forget_steps), NULL, NULL },
 };
 
 static const struct op_def *find_op(const char *name) {
@@ -736,6 +775,8 @@ static int commit_intent(struct volumes *vs, struct intent *it, const struct vol
         return r;
 }
 
+static void update_drift(struct volumes *vs);
+
 static void action_free(struct action *a) {
         if (!a)
                 return;
@@ -762,6 +803,8 @@ static void end_action(struct volumes *vs, struct action *a) {
         reply_waiters(vs, it);
         action_free(a);
         intent_free(it);
+        update_drift(vs);
+        volumes_name_devices(vs);
         ev_defer_queue(vs->d->loop, &vs->kick);
 }
 
@@ -1020,6 +1063,144 @@ static void run_next(void *userdata) {
         advance(vs, a);
 }
 
+/* ---- drift and names ---- */
+
+static int push_item(struct drift_item ***items, size_t *n, struct drift_item *d) {
+        struct drift_item **x;
+
+        if (!d)
+                return -ENOMEM;
+        x = realloc(*items, (*n + 1) * sizeof(*x));
+        if (!x) {
+                drift_item_free(d);
+                return -ENOMEM;
+        }
+        *items = x;
+        (*items)[(*n)++] = d;
+        return 0;
+}
+
+static struct device_record *present_record_of(struct volumes *vs, const char *file) {
+        for (size_t i = 0; i < vs->d->ledger.n_recs; i++) {
+                struct device_record *r = vs->d->ledger.recs[i];
+                if (r->state == DEVICE_PRESENT && streq_ptr(r->facts.loop_backing_file, file))
+                        return r;
+        }
+        return NULL;
+}
+
+/* What differs between the three sources of truth, each way: a file in the volume
+ * directory no row claims, a loop device on such a file, a row whose file is gone, and
+ * an action that ended failed. Shown as drift; adopting or forgetting is deliberate. */
+static void update_drift(struct volumes *vs) {
+        struct drift_item **items = NULL;
+        size_t n = 0;
+        DIR *dir;
+        struct dirent *de;
+        int r = 0;
+
+        for (size_t i = 0; r == 0 && i < vs->n_vols; i++) {
+                struct volume *v = vs->vols[i];
+                _cleanup_(intent_freep) struct intent *last = NULL;
+                json_object *d;
+
+                if (find_open_intent(vs, v->name))
+                        continue;
+                if (access(v->backing_file, F_OK) < 0 && errno == ENOENT) {
+                        d = json_object_new_object();
+                        if (d)
+                                json_object_object_add(d, "backing_file", json_object_new_string(v->backing_file));
+                        r = push_item(&items, &n, drift_item_new("volume_file_missing", v->name, 0, d));
+                }
+                if (r == 0 && vstore_last_intent(vs->d->journal, v->name, NULL, &last) == 0 && last &&
+                    last->state == INTENT_FAILED) {
+                        d = json_object_new_object();
+                        if (d) {
+                                json_object_object_add(d, "intent_id", json_object_new_int64(last->id));
+                                json_object_object_add(d, "op", json_object_new_string(last->op));
+                                json_object_object_add(d, "error", json_object_new_string(last->last_error ?: "?"));
+                        }
+                        r = push_item(&items, &n, drift_item_new("intent_failed", v->name, 0, d));
+                }
+        }
+        dir = opendir(vs->dir);
+        while (r == 0 && dir && (de = readdir(dir))) {
+                char path[PATH_MAX];
+                json_object *d;
+
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", vs->dir, de->d_name);
+                if (volumes_name_of_file(vs, path))
+                        continue;
+                d = json_object_new_object();
+                if (d)
+                        json_object_object_add(d, "path", json_object_new_string(path));
+                r = push_item(&items, &n, drift_item_new("orphan_file", de->d_name, 0, d));
+        }
+        if (dir)
+                closedir(dir);
+        dir = opendir("/sys/block");
+        while (r == 0 && dir && (de = readdir(dir))) {
+                _cleanup_free_ char *backing = NULL;
+                char attr[PATH_MAX];
+                struct device_record *rec;
+                json_object *d;
+                size_t l;
+
+                if (!startswith(de->d_name, "loop") || strlen(de->d_name) > 32)
+                        continue;
+                snprintf(attr, sizeof(attr), "/sys/block/%s/loop/backing_file", de->d_name);
+                if (read_one_line(attr, &backing) < 0)
+                        continue;
+                l = strlen(backing);
+                if (l > 10 && streq(backing + l - 10, " (deleted)"))
+                        backing[l - 10] = 0;
+                if (!path_is_under(backing, vs->dir) || volumes_name_of_file(vs, backing))
+                        continue;
+                rec = present_record_of(vs, backing);
+                d = json_object_new_object();
+                if (d) {
+                        char devnode[64];
+                        snprintf(devnode, sizeof(devnode), "/dev/%s", de->d_name);
+                        json_object_object_add(d, "devnode", json_object_new_string(devnode));
+                        json_object_object_add(d, "backing_file", json_object_new_string(backing));
+                }
+                r = push_item(&items, &n, drift_item_new("orphan_loop", de->d_name, rec ? rec->id : 0, d));
+        }
+        if (dir)
+                closedir(dir);
+        if (r < 0) {
+                for (size_t i = 0; i < n; i++)
+                        drift_item_free(items[i]);
+                free(items);
+                log_warning("cannot evaluate the volumes' drift: out of memory");
+                return;
+        }
+        drift_set_extra(&vs->d->drift, items, n);
+        reconcile_evaluate_drift(vs->d);
+}
+
+/* The ledger's record of an attached volume's device carries the volume's name (its
+ * identity is the file, so the name follows it across re-attachments and reboots). */
+void volumes_name_devices(struct volumes *vs) {
+        for (size_t i = 0; vs && i < vs->n_vols; i++) {
+                struct volume *v = vs->vols[i];
+                struct device_record *rec = present_record_of(vs, v->backing_file);
+                int r;
+
+                if (!rec || rec->name)
+                        continue;
+                r = ledger_set_name(&vs->d->ledger, rec, v->name, now_realtime_usec());
+                if (r == -EEXIST)
+                        log_debug("volume %s: another device has the name", v->name);
+                else if (r < 0)
+                        log_warning_errno(r, "volume %s: cannot name its device", v->name);
+                else
+                        log_info("volume %s: device %s named after it", v->name, rec->facts.kname ?: "?");
+        }
+}
+
 /* ---- lifecycle ---- */
 
 int volumes_new(struct daemon *d, const char *dir, struct volumes **ret) {
@@ -1115,6 +1296,8 @@ void volumes_after_pass(struct volumes *vs) {
         if (!vs || !vs->started)
                 return;
         reattach_missing(vs);
+        update_drift(vs);
+        volumes_name_devices(vs);
         volumes_tick(vs);
 }
 
@@ -1669,6 +1852,121 @@ int method_delete_volume(struct client *c, json_object *params, unsigned flags, 
         json_object_object_add(ip, "keep_file", json_object_new_boolean(keep));
         /* The tombstone: from here on the volume is on its way out, whatever happens. */
         return start_on_volume(vs, c, v, "volume.delete", "deleting", ip, key_of(params), true);
+}
+
+/* What a file holds, by libblkid (read-only, a few reads): NULL for nothing known. */
+static char *probe_file_type(const char *path) {
+        blkid_probe pr = blkid_new_probe_from_filename(path);
+        const char *type = NULL;
+        char *r = NULL;
+
+        if (!pr)
+                return NULL;
+        blkid_probe_enable_superblocks(pr, 1);
+        blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+        if (blkid_do_safeprobe(pr) == 0 && blkid_probe_lookup_value(pr, "TYPE", &type, NULL) == 0 && type)
+                r = strdup(type);
+        blkid_free_probe(pr);
+        return r;
+}
+
+int method_adopt_volume(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "path", PARAM_STRING }, { "idempotency_key", PARAM_STRING }, {} };
+        struct volumes *vs = get_vs(userdata);
+        json_object *path_o = param_get(params, "path");
+        _cleanup_free_ char *canon = NULL, *name = NULL;
+        const char *base;
+        struct volume *v, *row;
+        struct intent *it;
+        struct stat st;
+        size_t l;
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (!path_o || json_object_get_string(path_o)[0] != '/')
+                return server_reply_invalid_parameter(c, "path");
+        /* Only a regular file directly in the volume directory, named NAME.img. */
+        if (lstat(json_object_get_string(path_o), &st) < 0 || !S_ISREG(st.st_mode))
+                return reply_error2(c, "io.blkledger.Refused", "reason",
+                                    "not a regular file (symbolic links are not followed)", NULL, NULL);
+        canon = realpath(json_object_get_string(path_o), NULL);
+        base = canon ? strrchr(canon, '/') : NULL;
+        if (!base || (size_t) (base - canon) != strlen(vs->dir) || strncmp(canon, vs->dir, strlen(vs->dir)) != 0)
+                return reply_error2(c, "io.blkledger.Refused", "reason",
+                                    "only files directly in the volume directory can be adopted", NULL, NULL);
+        base++;
+        l = strlen(base);
+        if (l <= 4 || !streq(base + l - 4, ".img") || !(name = strndup(base, l - 4)) || !ledger_name_valid(name) ||
+            kernel_like(vs, name))
+                return reply_error2(c, "io.blkledger.Refused", "reason",
+                                    "the file must be named NAME.img with a valid volume name", NULL, NULL);
+        if (st.st_size <= 0 || st.st_size % 512 != 0)
+                return reply_error2(c, "io.blkledger.Refused", "reason",
+                                    "a volume's size is a positive multiple of 512 bytes", NULL, NULL);
+        r = check_key(vs, c, "volume.adopt", name, key_of(params), false);
+        if (r <= 0)
+                return r;
+        v = find_volume(vs, name);
+        if (v) {
+                r = busy_or_join(vs, c, "volume.adopt", name, false);
+                if (r <= 0)
+                        return r;
+                if (streq(v->backing_file, canon))
+                        return reply_volume(vs, c, v); /* adopted already */
+                return reply_error2(c, "io.blkledger.VolumeExists", "name", name, "reason", "a volume has the name");
+        }
+        row = calloc(1, sizeof(*row));
+        if (!row)
+                return -ENOMEM;
+        row->name = strdup(name);
+        row->state = strdup("detached");
+        row->size_bytes = (uint64_t) st.st_size;
+        row->backing_file = strdup(canon);
+        row->fs_type = probe_file_type(canon);
+        row->created = now_realtime_usec();
+        if (!row->name || !row->state || !row->backing_file) {
+                volume_free(row);
+                return -ENOMEM;
+        }
+        r = start_intent(vs, "volume.adopt", name, NULL, key_of(params), row, &it);
+        if (r < 0)
+                return r;
+        log_info("volume %s: adoption of %s requested by uid %d", name, canon, (int) client_uid(c));
+        return add_waiter(vs, c, it->id, false);
+}
+
+int method_forget_volume(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        static const struct param_spec spec[] = { { "name", PARAM_STRING }, { "idempotency_key", PARAM_STRING }, {} };
+        struct volumes *vs = get_vs(userdata);
+        json_object *name_o = param_get(params, "name");
+        struct volume *v;
+        int r;
+
+        if (server_check_params(c, params, spec) < 0)
+                return 0;
+        if (!name_o || !ledger_name_valid(json_object_get_string(name_o)))
+                return server_reply_invalid_parameter(c, "name");
+        r = check_key(vs, c, "volume.forget", json_object_get_string(name_o), key_of(params), true);
+        if (r <= 0)
+                return r;
+        v = find_volume(vs, json_object_get_string(name_o));
+        if (!v) {
+                _cleanup_(intent_freep) struct intent *last = NULL;
+                r = vstore_last_intent(vs->d->journal, json_object_get_string(name_o), NULL, &last);
+                if (r < 0)
+                        return r;
+                if (last && streq(last->op, "volume.forget") && last->state == INTENT_SUCCEEDED)
+                        return reply_and_put(c, json_object_new_object());
+                return reply_error2(c, "io.blkledger.NoSuchVolume", "name", json_object_get_string(name_o), NULL,
+                                    NULL);
+        }
+        r = busy_or_join(vs, c, "volume.forget", v->name, true);
+        if (r <= 0)
+                return r;
+        if (!settled(v))
+                return reply_busy_state(c, v);
+        return start_on_volume(vs, c, v, "volume.forget", NULL, json_object_new_object(), key_of(params), true);
 }
 
 static int add_intent_json(struct intent *it, void *userdata) {

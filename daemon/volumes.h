@@ -90,6 +90,8 @@ void volumes_start(struct volumes *vs);
 void volumes_tick(struct volumes *vs);
 /* After every pass: volumes that should be attached and are not get an attach intent. */
 void volumes_after_pass(struct volumes *vs);
+/* After the ledger changed: devices of attached volumes get the volume's name. */
+void volumes_name_devices(struct volumes *vs);
 /* An on-demand reconcile: retry due work at once. */
 void volumes_retry_now(struct volumes *vs);
 /* The name of the volume whose backing file is path, or NULL. */
@@ -110,4 +112,6 @@ int method_resize_volume(struct client *c, json_object *params, unsigned flags, 
 int method_attach_volume(struct client *c, json_object *params, unsigned flags, void *userdata);
 int method_detach_volume(struct client *c, json_object *params, unsigned flags, void *userdata);
 int method_delete_volume(struct client *c, json_object *params, unsigned flags, void *userdata);
+int method_adopt_volume(struct client *c, json_object *params, unsigned flags, void *userdata);
+int method_forget_volume(struct client *c, json_object *params, unsigned flags, void *userdata);
 int method_list_intents(struct client *c, json_object *params, unsigned flags, void *userdata);

@@ -110,11 +110,16 @@ static char *op_of(const char *point) {
 static void prepare(const char *op, const char *name) {
         if (streq(op, "create"))
                 return;
+        if (streq(op, "adopt")) {
+                /* A file nobody claims, as a restore from backup would leave it. */
+                assert_int_equal(tl_sh(NULL, "truncate -s 8M '%s/%s.img'", voldir, name), 0);
+                return;
+        }
         if (streq(op, "resize"))
                 must("volume create %s --size 16M --fs ext4", name);
         else
                 must("volume create %s --size 8M", name);
-        if (streq(op, "attach"))
+        if (streq(op, "attach") || streq(op, "forget"))
                 must("volume detach %s", name);
 }
 
@@ -125,6 +130,8 @@ static char *command(const char *op, const char *name) {
                 assert_true(asprintf(&c, "volume create %s --size 16M --fs ext4", name) > 0);
         else if (streq(op, "resize"))
                 assert_true(asprintf(&c, "volume resize %s --size 32M", name) > 0);
+        else if (streq(op, "adopt"))
+                assert_true(asprintf(&c, "volume adopt %s/%s.img", voldir, name) > 0);
         else
                 assert_true(asprintf(&c, "volume %s %s", op, name) > 0);
         return c;
@@ -207,10 +214,14 @@ static void verify(const char *point, const char *op, const char *name) {
         if (streq(op, "delete")) {
                 assert_null(v);
                 assert_int_equal(access(file, F_OK), -1);
+        } else if (streq(op, "forget")) {
+                /* The row is gone, the file stays (an orphan now, by request). */
+                assert_null(v);
+                assert_int_equal(access(file, F_OK), 0);
         } else {
                 assert_non_null(v);
                 assert_int_equal(access(file, F_OK), 0);
-                if (streq(op, "detach")) {
+                if (streq(op, "detach") || streq(op, "adopt")) {
                         assert_string_equal(tl_str(v, "state"), "detached");
                         assert_null(tl_str(v, "devnode"));
                 } else {
@@ -225,15 +236,26 @@ static void verify(const char *point, const char *op, const char *name) {
                 }
         }
 
-        /* The directory holds exactly the listed volumes' files. */
+        /* The directory holds exactly the listed volumes' files (and a forgotten one's,
+         * which the test removes itself after checking the drift it raises). */
         assert_int_equal(tl_sh(&ls, "ls -A '%s'", voldir), 0);
         for (char *save = NULL, *f = strtok_r(ls, "\n", &save); f; f = strtok_r(NULL, "\n", &save)) {
                 _cleanup_free_ char *vname = strndup(f, strlen(f) > 4 ? strlen(f) - 4 : 0);
+                if (streq(op, "forget") && streq(vname, name))
+                        continue;
                 if (!find_by(vols, "name", vname))
                         fail_msg("%s: orphan file %s in the volume directory", point, f);
                 n_files++;
         }
         assert_int_equal(n_files, json_object_array_length(vols));
+        if (streq(op, "forget")) {
+                json_object *drift = tl_cli_json(daemon_, "drift");
+                char base[64];
+                snprintf(base, sizeof(base), "%s.img", name);
+                assert_non_null(find_by(drift, "name", base));
+                assert_string_equal(tl_str(find_by(drift, "name", base), "kind"), "orphan_file");
+                json_object_put(drift);
+        }
 
         /* One loop device per attached volume, none for the others, none without a
          * volume; the ledger shows each attached one as a present device. */
@@ -302,7 +324,9 @@ static void crash_round(size_t idx, int round) {
         if (r != 0)
                 fail_msg("%s: repeating '%s' failed: %s", point, cmd, out ? out : "");
         verify(point, op, name);
-        if (!streq(op, "delete"))
+        if (streq(op, "forget"))
+                assert_int_equal(tl_sh(NULL, "rm -f '%s/%s.img'", voldir, name), 0);
+        else if (!streq(op, "delete"))
                 must("volume delete %s --force", name);
 }
 

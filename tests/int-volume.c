@@ -367,6 +367,92 @@ static void test_idempotency_key(void **state) {
         assert_int_equal(cli(&out, "volume delete keyed --idempotency-key k-2"), 0);
 }
 
+static json_object *drift_named(const char *name) {
+        json_object *d = tl_cli_json(daemon_, "drift"), *r;
+
+        assert_non_null(d);
+        r = tl_find_device(d, "name", name);
+        r = r ? json_object_get(r) : NULL;
+        json_object_put(d);
+        return r;
+}
+
+static void test_orphans(void **state) {
+        _cleanup_free_ char *out = NULL, *stray = NULL, *gone = NULL;
+        struct tl_loop *l;
+        json_object *d, *v;
+
+        /* A file nobody claims, then a loop device on it: drift both ways. */
+        assert_true(asprintf(&stray, "%s/stray.img", voldir) > 0);
+        assert_int_equal(tl_sh(NULL, "truncate -s 8M '%s'", stray), 0);
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        d = drift_named("stray.img");
+        assert_non_null(d);
+        assert_string_equal(tl_str(d, "kind"), "orphan_file");
+        json_object_put(d);
+        l = tl_loop_attach_file(stray);
+        assert_non_null(l);
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        d = drift_named(l->devnode + strlen("/dev/"));
+        assert_non_null(d);
+        assert_string_equal(tl_str(d, "kind"), "orphan_loop");
+        json_object_put(d);
+
+        /* Adopting is deliberate; the drift closes. */
+        assert_int_equal(cli(&out, "volume adopt '%s'", stray), 0);
+        v = volume("stray");
+        assert_string_equal(tl_str(v, "state"), "attached");
+        assert_string_equal(tl_str(v, "devnode"), l->devnode);
+        json_object_put(v);
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        assert_null(drift_named("stray.img"));
+        assert_null(drift_named(l->devnode + strlen("/dev/")));
+        /* This test holds the device open for writing: refused without --force. */
+        free(out);
+        assert_int_equal(cli(&out, "volume delete stray"), 1);
+        assert_non_null(strstr(out, "open for writing"));
+        free(out);
+        assert_int_equal(cli(&out, "volume delete stray --force"), 0);
+        tl_loop_free(l);
+        assert_int_equal(access(stray, F_OK), -1);
+
+        /* A row whose file vanished: drift; forgetting it is deliberate too. */
+        free(out);
+        assert_int_equal(cli(&out, "volume create gone --size 8M"), 0);
+        free(out);
+        assert_int_equal(cli(&out, "volume detach gone"), 0);
+        assert_true(asprintf(&gone, "%s/gone.img", voldir) > 0);
+        assert_int_equal(unlink(gone), 0);
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        d = drift_named("gone");
+        assert_non_null(d);
+        assert_string_equal(tl_str(d, "kind"), "volume_file_missing");
+        json_object_put(d);
+        free(out);
+        assert_int_equal(cli(&out, "volume forget gone"), 0);
+        free(out);
+        assert_int_equal(cli(&out, "volume forget gone"), 0);
+        assert_false(listed("gone"));
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        assert_null(drift_named("gone"));
+}
+
+static void test_device_named(void **state) {
+        _cleanup_free_ char *out = NULL, *file = NULL;
+        json_object *list, *dev;
+
+        assert_int_equal(cli(&out, "volume create named-one --size 8M"), 0);
+        assert_true(asprintf(&file, "%s/named-one.img", voldir) > 0);
+        assert_int_equal(cli(NULL, "reconcile"), 0);
+        list = tl_cli_json(daemon_, "list --state present");
+        dev = tl_find_device(list, "loop_backing_file", file);
+        assert_non_null(dev);
+        assert_string_equal(tl_str(dev, "name"), "named-one");
+        json_object_put(list);
+        free(out);
+        assert_int_equal(cli(&out, "volume delete named-one"), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_lifecycle),
@@ -374,6 +460,8 @@ int main(void) {
                 cmocka_unit_test(test_rollback),
                 cmocka_unit_test(test_reattach),
                 cmocka_unit_test(test_idempotency_key),
+                cmocka_unit_test(test_orphans),
+                cmocka_unit_test(test_device_named),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -621,7 +621,7 @@ static int volume_action(struct blkledger *b, const struct cli_args *a, const ch
                          const char *done) {
         json_object *reply, *v;
 
-        json_object_object_add(params, "name", json_object_new_string(a->name));
+        json_object_object_add(params, a->command == CMD_VOLUME_ADOPT ? "path" : "name", json_object_new_string(a->name));
         if (a->idempotency_key)
                 json_object_object_add(params, "idempotency_key", json_object_new_string(a->idempotency_key));
         blkledger_set_timeout(b, -1);
@@ -633,7 +633,7 @@ static int volume_action(struct blkledger *b, const struct cli_args *a, const ch
         if (a->json)
                 print_json(v ? v : reply);
         else if (v)
-                printf("volume %s %s%s%s\n", a->name, done, str_member(v, "devnode") ? " as " : "",
+                printf("volume %s %s%s%s\n", str_member(v, "name") ?: a->name, done, str_member(v, "devnode") ? " as " : "",
                        str_member(v, "devnode") ?: "");
         else
                 printf("volume %s %s\n", a->name, done);
@@ -669,6 +669,10 @@ static int cmd_volume(struct blkledger *b, const struct cli_args *a) {
                 if (a->keep_file)
                         json_object_object_add(p, "keep_file", json_object_new_boolean(true));
                 return volume_action(b, a, "io.blkledger.DeleteVolume", p, "deleted");
+        case CMD_VOLUME_ADOPT:
+                return volume_action(b, a, "io.blkledger.AdoptVolume", p, "adopted");
+        case CMD_VOLUME_FORGET:
+                return volume_action(b, a, "io.blkledger.ForgetVolume", p, "forgotten");
         case CMD_VOLUME_SHOW: {
                 json_object *reply;
                 json_object_object_add(p, "name", json_object_new_string(a->name));
@@ -812,6 +816,8 @@ int main(int argc, char **argv) {
                 case CMD_VOLUME_ATTACH:
                 case CMD_VOLUME_DETACH:
                 case CMD_VOLUME_DELETE:
+                case CMD_VOLUME_ADOPT:
+                case CMD_VOLUME_FORGET:
                         r = cmd_volume(b, &a);
                         break;
                 case CMD_INTENTS:

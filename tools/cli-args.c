@@ -78,6 +78,12 @@ static const struct command {
           "NAME [--keep-file] [--force]",
           "Detach a volume and remove its file (kept with --keep-file); a mounted or written\n"
           "volume needs --force. Root only." },
+        { "volume adopt", CMD_VOLUME_ADOPT, 1, 1, OPT_KEY, "PATH",
+          "Make a file in the volume directory that no volume claims (drift orphan_file) the\n"
+          "volume NAME, from its name NAME.img. Nothing is written to it. Root only." },
+        { "volume forget", CMD_VOLUME_FORGET, 1, 1, OPT_KEY, "NAME",
+          "Drop a volume's record, leaving its file and loop device alone (for a volume whose\n"
+          "file is gone: drift volume_file_missing). Root only." },
         { "intents", CMD_INTENTS, 0, 0, OPT_LIMIT | OPT_UNFINISHED, "[--unfinished] [--limit N]",
           "The newest actions (volume create, resize, ...) with their state: pending, running,\n"
           "succeeded, failed, rolled_back." },
@@ -375,7 +381,8 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
         if (n_pos > 0 && streq(positional[0], "volume")) {
                 static char joined[32];
                 if (n_pos < 2)
-                        FAIL("'volume' needs a subcommand: create, list, show, resize, attach, detach or delete");
+                        FAIL("'volume' needs a subcommand: create, list, show, resize, attach, detach, delete, "
+                             "adopt or forget");
                 if (strlen(positional[1]) > 16)
                         FAIL("unknown command 'volume %.16s...' (see --help)", positional[1]);
                 snprintf(joined, sizeof(joined), "volume %s", positional[1]);
@@ -451,7 +458,17 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
         case CMD_VOLUME_ATTACH:
         case CMD_VOLUME_DETACH:
         case CMD_VOLUME_DELETE:
+        case CMD_VOLUME_FORGET:
                 a->name = strdup(positional[1]);
+                break;
+        case CMD_VOLUME_ADOPT:
+                if (positional[1][0] != '/') {
+                        /* The daemon runs elsewhere: make a relative path absolute here. */
+                        char cwd[PATH_MAX];
+                        if (!getcwd(cwd, sizeof(cwd)) || asprintf(&a->name, "%s/%s", cwd, positional[1]) < 0)
+                                a->name = NULL;
+                } else
+                        a->name = strdup(positional[1]);
                 break;
         default:
                 if (n_pos > 1)

@@ -27,6 +27,8 @@ enum cli_command {
         CMD_VOLUME_ATTACH,
         CMD_VOLUME_DETACH,
         CMD_VOLUME_DELETE,
+        CMD_VOLUME_ADOPT,
+        CMD_VOLUME_FORGET,
         CMD_INTENTS,
 };
 
