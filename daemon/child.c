@@ -71,7 +71,13 @@ static void on_exit_(struct ev_io *io, uint32_t revents, void *userdata) {
         siginfo_t si = {};
         int status;
 
-        if (waitid(P_PIDFD, (id_t) c->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+        if (waitid(P_PIDFD, (id_t) c->pidfd, &si, WEXITED | WNOHANG) < 0) {
+                if (errno == EINTR)
+                        return;
+                /* Reaped elsewhere or gone: it has ended, how is unknown. */
+                si.si_code = CLD_KILLED;
+                si.si_status = SIGKILL;
+        } else if (si.si_pid == 0)
                 return; /* not yet (spurious wakeup) */
         status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status & 0x7f;
         drain(c);
@@ -143,10 +149,14 @@ int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char
                 (void) sigprocmask(SIG_SETMASK, &none, NULL);
                 if (dup2(devnull, 0) < 0 || dup2(pipefd[1], 1) < 0 || dup2(pipefd[1], 2) < 0)
                         _exit(127);
-                (void) syscall(SYS_close_range, 3U, ~0U, 0U);
+                if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+                        for (int fd = 3; fd < 65536; fd++) /* before Linux 5.9 */
+                                (void) close(fd);
                 execve(path, argv, envp ? envp : empty_env);
                 _exit(127);
         }
+        /* Also here: a kill of the group right after the fork must not miss the child. */
+        (void) setpgid(c->pid, c->pid);
         close(devnull);
         close(pipefd[1]);
         c->out_fd = pipefd[0];
@@ -189,7 +199,9 @@ void child_abandon(struct child *c) {
                 return;
         kill(-c->pid, SIGKILL);
         kill(c->pid, SIGKILL);
-        (void) waitpid(c->pid, NULL, 0);
+        /* Not waited for: a tool stuck in the kernel (D state) would hold up the stop.
+         * An unreaped child is reaped by init once we exit. */
+        (void) waitpid(c->pid, NULL, WNOHANG);
         child_free(c);
 }
 

@@ -18,6 +18,7 @@ void expectation_free(struct expectation *e) {
         free(e->match_value);
         free(e->fs_type);
         free(e->fs_label);
+        free(e->on_appear);
         free(e);
 }
 
@@ -63,6 +64,7 @@ json_object *expectation_to_json(const struct expectation *e) {
         json_object_object_add(o, "fs_label", e->fs_label ? json_object_new_string(e->fs_label) : NULL);
         json_object_object_add(o, "min_size", e->min_size == FIELD_NULL ? NULL : json_object_new_int64(e->min_size));
         json_object_object_add(o, "created", json_object_new_string(format_rfc3339(e->created, ts)));
+        json_object_object_add(o, "on_appear", e->on_appear ? json_object_new_string(e->on_appear) : NULL);
         return o;
 }
 

@@ -31,6 +31,7 @@ struct expectation {
         char *fs_label;    /* NULL: no wish */
         int64_t min_size;  /* bytes; FIELD_NULL: no wish */
         int64_t created;   /* usec */
+        char *on_appear;   /* "format-if-blank:TYPE" or "run:/PROGRAM", NULL: nothing */
 };
 
 void expectation_free(struct expectation *e);

@@ -99,7 +99,8 @@ static const char *const migrations[] = {
         "  updated INTEGER NOT NULL,"
         "  next_attempt INTEGER NOT NULL DEFAULT 0"
         ");"
-        "CREATE INDEX intents_target ON intents(target, id);",
+        "CREATE INDEX intents_target ON intents(target, id);"
+        "ALTER TABLE expectations ADD COLUMN on_appear TEXT;",
 };
 
 _Static_assert(ELEMENTSOF(migrations) == JOURNAL_SCHEMA_VERSION,
@@ -367,7 +368,7 @@ static int prepare_statements(struct journal *j) {
         if (r == 0)
                 r = prepare(j, STMT_PUT_EXPECTATION,
                             "INSERT OR REPLACE INTO expectations (name, match_kind, match_value, fs_type, fs_label, "
-                            "min_size, created) VALUES (?, ?, ?, ?, ?, ?, ?)");
+                            "min_size, created, on_appear) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
         if (r == 0)
                 r = prepare(j, STMT_DELETE_EXPECTATION, "DELETE FROM expectations WHERE name = ?");
         if (r == 0)
@@ -904,7 +905,7 @@ int journal_load_expectations(struct journal *j, int (*fn)(struct expectation *e
         int rc, r = 0;
 
         rc = sqlite3_prepare_v2(j->db,
-                                "SELECT name, match_kind, match_value, fs_type, fs_label, min_size, created "
+                                "SELECT name, match_kind, match_value, fs_type, fs_label, min_size, created, on_appear "
                                 "FROM expectations ORDER BY name",
                                 -1, &s, NULL);
         if (rc != SQLITE_OK)
@@ -921,6 +922,7 @@ int journal_load_expectations(struct journal *j, int (*fn)(struct expectation *e
                         e->fs_label = column_strdup(s, 4, &oom);
                         e->min_size = sqlite3_column_type(s, 5) == SQLITE_NULL ? FIELD_NULL : sqlite3_column_int64(s, 5);
                         e->created = sqlite3_column_int64(s, 6);
+                        e->on_appear = column_strdup(s, 7, &oom);
                 }
                 if (oom || !e->name || !e->match_kind || !e->match_value) {
                         expectation_free(e);
@@ -947,6 +949,7 @@ int journal_put_expectation(struct journal *j, const struct expectation *e) {
         bind_text_or_null(s, 5, e->fs_label);
         bind_int_or_null(s, 6, e->min_size);
         sqlite3_bind_int64(s, 7, e->created);
+        bind_text_or_null(s, 8, e->on_appear);
         return step_done(j, s);
 }
 

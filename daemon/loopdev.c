@@ -47,10 +47,16 @@ int loopdev_find(const char *file, char knames[][32], unsigned max) {
         struct dirent *de;
         DIR *dir;
         unsigned n = 0;
+        bool exists;
 
+        /* A file that was deleted may still be held by a loop device: the kernel then
+         * reports its path with " (deleted)", and there is no inode left to compare. */
+        if (!canon && errno == ENOENT && file[0] == '/')
+                canon = strdup(file);
         if (!canon)
-                return -errno;
-        if (stat(canon, &st) < 0)
+                return -errno ?: -ENOMEM;
+        exists = stat(canon, &st) == 0;
+        if (!exists && errno != ENOENT)
                 return -errno;
         dir = opendir("/sys/block");
         if (!dir)
@@ -71,7 +77,7 @@ int loopdev_find(const char *file, char knames[][32], unsigned max) {
                         backing[l - 10] = 0;
                 if (!streq(backing, canon))
                         continue;
-                if (!holds(de->d_name, &st))
+                if (exists && !holds(de->d_name, &st))
                         continue;
                 snprintf(knames[n++], 32, "%s", de->d_name);
         }
@@ -178,8 +184,24 @@ static int read_devnum(const char *kname, dev_t *ret) {
         return 0;
 }
 
-/* First mount point of devnum in a mountinfo file (ours, or init's namespace). */
-static char *find_mount(const char *mountinfo, dev_t devnum) {
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s) {
+        char *w = s;
+
+        for (char *r = s; *r; r++) {
+                if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
+                    r[3] <= '7') {
+                        *w++ = (char) ((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+                        r += 3;
+                } else
+                        *w++ = *r;
+        }
+        *w = 0;
+}
+
+/* First mount point of the device in a mountinfo file (ours, or init's namespace), by
+ * its number or by the mount source (btrfs reports an anonymous number). */
+static char *find_mount(const char *mountinfo, dev_t devnum, const char *devnode) {
         _cleanup_fclose_ FILE *f = fopen(mountinfo, "re");
         char *line = NULL, *found = NULL;
         size_t size = 0;
@@ -188,11 +210,18 @@ static char *find_mount(const char *mountinfo, dev_t devnum) {
                 return NULL;
         while (!found && getline(&line, &size, f) > 0) {
                 unsigned maj, min;
-                char mp[PATH_MAX];
+                char mp[PATH_MAX], source[PATH_MAX] = "";
+                const char *sep = strstr(line, " - ");
 
-                /* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
-                if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mp) == 3 && makedev(maj, min) == devnum)
+                /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER */
+                if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mp) != 3)
+                        continue;
+                if (sep && sscanf(sep, " - %*s %4095s", source) == 1)
+                        unescape_octal(source);
+                if (makedev(maj, min) == devnum || streq(source, devnode)) {
+                        unescape_octal(mp);
                         found = strdup(mp);
+                }
         }
         free(line);
         return found;
@@ -267,9 +296,10 @@ bool loopdev_in_use(const char *kname, char **ret_why, char **ret_mountpoint) {
                 *ret_mountpoint = NULL;
         if (read_devnum(kname, &devnum) < 0)
                 return false;
-        mp = find_mount("/proc/self/mountinfo", devnum);
+        snprintf(path, sizeof(path), "/dev/%s", kname);
+        mp = find_mount("/proc/self/mountinfo", devnum, path);
         if (!mp)
-                mp = find_mount("/proc/1/mountinfo", devnum);
+                mp = find_mount("/proc/1/mountinfo", devnum, path);
         if (mp) {
                 if (asprintf(ret_why, "mounted on %s", mp) < 0)
                         *ret_why = NULL;
@@ -288,6 +318,17 @@ bool loopdev_in_use(const char *kname, char **ret_why, char **ret_mountpoint) {
                 }
         if (holders)
                 closedir(holders);
+        /* An exclusive claim we cannot name (a mount in another namespace, a holder). */
+        snprintf(path, sizeof(path), "/dev/%s", kname);
+        {
+                int fd = open(path, O_RDONLY | O_EXCL | O_NONBLOCK | O_CLOEXEC);
+                if (fd < 0 && errno == EBUSY) {
+                        *ret_why = strdup("claimed exclusively (mounted or held)");
+                        return true;
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
         *ret_why = find_writer(kname);
         return *ret_why != NULL;
 }

@@ -3,8 +3,10 @@
  * attaching, detaching, growing, and telling whether a device is in use.
  *
  * The kernel is the only source of truth for which loop device holds a file: nothing
- * here is cached. A file is matched by its device and inode (LOOP_GET_STATUS64), not by
- * the path the kernel reports, which may be stale or truncated. */
+ * here is cached. A file is matched by the path the kernel reports in sysfs (computed
+ * when read, so it follows renames; " (deleted)" once unlinked) and then, while the file
+ * exists, by its device and inode (LOOP_GET_STATUS64): a path reused by another file
+ * does not match. Paths in another mount namespace are not seen. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,7 +32,9 @@ int loopdev_set_capacity(const char *kname);
 /* Size in bytes the kernel gives the device. */
 int loopdev_size(const char *kname, uint64_t *ret);
 
-/* Whether the device is busy: mounted, held by another device, or open for writing by a
- * process. On true, *ret_why (allocated) says how. Also fills *ret_mountpoint with the
- * first mount point, if any (may be NULL). */
+/* Whether the device is busy: mounted, held by another device, claimed exclusively
+ * (O_EXCL fails: a mount this namespace does not show, such as btrfs with its anonymous
+ * device numbers, or a device-mapper holder), or open for writing by a process. On true,
+ * *ret_why (allocated) says how. Also fills *ret_mountpoint with the first mount point
+ * found, if any (may be NULL). */
 bool loopdev_in_use(const char *kname, char **ret_why, char **ret_mountpoint);

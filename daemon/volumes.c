@@ -50,6 +50,10 @@ struct op_def {
         int (*undo)(struct volumes *vs, struct action *a);
         /* The row after a failure half-way (NULL: state "failed"). */
         void (*partial)(struct volumes *vs, struct action *a, struct volume *v);
+        /* Not repeated after a failure (hooks: a program may not be idempotent). */
+        bool no_retry;
+        /* The intent made the row: failing before any step is done removes it. */
+        bool new_row;
 };
 
 struct action {
@@ -450,7 +454,14 @@ static int step_mkfs(struct volumes *vs, struct action *a) {
                 set_error(a, true, "%s is not installed", t->mkfs);
                 return -ENOENT;
         }
+        /* After a reboot the attach step's effect is gone: it is redone here. */
         n = attached_kname(v, kname);
+        if (n == 0) {
+                n = step_attach(vs, a);
+                if (n < 0)
+                        return n;
+                n = attached_kname(v, kname);
+        }
         if (n <= 0) {
                 set_error(a, false, "%s is not attached", v->backing_file);
                 return -ENXIO;
@@ -492,12 +503,21 @@ static int step_growfs(struct volumes *vs, struct action *a) {
                 return n;
         }
         if (n == 0) {
-                set_result(a, "fs_grown", json_object_new_boolean(false));
-                set_result(a, "fs_reason", json_object_new_string("the volume is not attached"));
-                return 0;
+                n = step_attach(vs, a); /* its step's effect is gone (a reboot) */
+                if (n < 0)
+                        return n;
+                if (attached_kname(v, kname) <= 0) {
+                        set_error(a, false, "%s is not attached", v->backing_file);
+                        return -ENXIO;
+                }
         }
         snprintf(devnode, sizeof(devnode), "/dev/%s", kname);
         mounted = loopdev_in_use(kname, &why, &mp) && mp;
+        if (!mounted && why && a->stage == 0) {
+                /* Not mounted but open for writing or held: no offline check under it. */
+                set_error(a, true, "/dev/%s is in use (%s); the filesystem was not grown", kname, why);
+                return -EBUSY;
+        }
         ext = startswith(v->fs_type, "ext") != NULL;
         if (ext) {
                 if (!mounted && a->stage == 0) {
@@ -539,6 +559,26 @@ static int step_growfs(struct volumes *vs, struct action *a) {
                                                   ? "this filesystem grows only while mounted"
                                                   : "no tool grows this filesystem"));
         return 0;
+}
+
+/* resize: a filesystem grows only on a device; a detached volume is attached for it. */
+static int step_attach_to_grow(struct volumes *vs, struct action *a) {
+        struct volume *v = target_volume(vs, a);
+
+        if (!v)
+                return -ENOENT;
+        if (!v->fs_type || streq(v->fs_type, "swap"))
+                return 0;
+        return step_attach(vs, a);
+}
+
+/* resize: a volume that was detached is detached again. */
+static int step_settle(struct volumes *vs, struct action *a) {
+        const char *prev = param_str(a->it, "prev_state");
+
+        if (!prev || !streq(prev, "detached"))
+                return 0;
+        return step_detach(vs, a);
 }
 
 /* ---- the actions ---- */
@@ -620,17 +660,12 @@ static void finish_adopt(struct volumes *vs, struct action *a, struct volume *v)
         (void) set_str(&v->state, attached_kname(v, kname) > 0 ? "attached" : "detached");
 }
 
-/* An adopted file is not removed when the adoption fails: the row goes, the file stays. */
-static int undo_adopt(struct volumes *vs, struct action *a) {
-        (void) vs, (void) a;
-        return 0;
-}
-
 static const struct step_def create_steps[] = {
         { "file", step_file }, { "attach", step_attach }, { "mkfs", step_mkfs, true }
 };
 static const struct step_def resize_steps[] = {
-        { "file", step_file }, { "capacity", step_capacity }, { "growfs", step_growfs, true }
+        { "file", step_file },          { "attach", step_attach_to_grow }, { "capacity", step_capacity },
+        { "growfs", step_growfs, true }, { "settle", step_settle },
 };
 static const struct step_def attach_steps[] = { { "attach", step_attach } };
 static const struct step_def detach_steps[] = { { "detach", step_detach } };
@@ -644,7 +679,8 @@ static const struct op_def ops[] = {
         { "volume.attach", attach_steps, ELEMENTSOF(attach_steps), finish_attach, NULL },
         { "volume.detach", detach_steps, ELEMENTSOF(detach_steps), finish_detach, NULL },
         { "volume.delete", delete_steps, ELEMENTSOF(delete_steps), NULL, NULL },
-        { "volume.adopt", adopt_steps, ELEMENTSOF(adopt_steps), finish_adopt, undo_adopt },
+        /* A failed adoption drops the row it made; the file stays, as it was. */
+        { "volume.adopt", adopt_steps, ELEMENTSOF(adopt_steps), finish_adopt, NULL, NULL, false, true },
         { "volume.forget", forget_steps, ELEMENTSOF(forget_steps), NULL, NULL },
 };
 
@@ -672,6 +708,12 @@ void volumes_crash_points(void (*fn)(const char *name)) {
                         snprintf(buf, sizeof(buf), "%s.%s.recorded", ops[i].name, ops[i].steps[s].name);
                         fn(buf);
                 }
+                if (ops[i].undo) {
+                        snprintf(buf, sizeof(buf), "%s.undo.recorded", ops[i].name);
+                        fn(buf);
+                        snprintf(buf, sizeof(buf), "%s.undo.done", ops[i].name);
+                        fn(buf);
+                }
         }
 }
 
@@ -680,7 +722,7 @@ void volumes_crash_points(void (*fn)(const char *name)) {
 static json_object *volume_to_json(struct volumes *vs, const struct volume *v) {
         json_object *o = json_object_new_object();
         struct intent *open = find_open_intent(vs, v->name);
-        char ts[RFC3339_MAX], kname[32], devnode[48];
+        char ts[RFC3339_MAX], kname[32] = "", devnode[48];
         int n = attached_kname(v, kname);
 
         if (!o)
@@ -853,6 +895,59 @@ static int64_t backoff(int attempts) {
         return MIN(d, BACKOFF_MAX_USEC);
 }
 
+static bool rolling_back(const struct intent *it) {
+        json_object *v;
+        return it->result && json_object_object_get_ex(it->result, "rolling_back", &v) && json_object_get_boolean(v);
+}
+
+/* An intent that cannot succeed and has an undo: the decision is committed first
+ * ("rolling_back" in its result), so a crash during the undo resumes the undo, never the
+ * forward steps; then the undo; then the end, rolled_back, with the row gone. */
+static void roll_back(struct volumes *vs, struct action *a) {
+        struct intent *it = a->it;
+        char cp[256];
+        int r;
+
+        if (!rolling_back(it)) {
+                set_result(a, "rolling_back", json_object_new_boolean(true));
+                r = commit_intent(vs, it, NULL, NULL, false);
+                if (r < 0) {
+                        log_error_errno(r, "intent %" PRId64 ": cannot record the roll back; retrying", it->id);
+                        it->state = INTENT_PENDING;
+                        it->next_attempt = now_realtime_usec() + backoff(it->attempts);
+                        vs->running = NULL;
+                        action_free(a);
+                        return;
+                }
+        }
+        snprintf(cp, sizeof(cp), "%s.undo.recorded", a->op->name);
+        crashpoint(cp);
+        r = a->op->undo(vs, a);
+        if (r < 0) {
+                log_error_errno(r, "intent %" PRId64 ": cannot undo it; retrying", it->id);
+                it->state = INTENT_PENDING;
+                it->next_attempt = now_realtime_usec() + backoff(it->attempts);
+                (void) commit_intent(vs, it, NULL, NULL, false);
+                vs->running = NULL;
+                action_free(a);
+                return;
+        }
+        snprintf(cp, sizeof(cp), "%s.undo.done", a->op->name);
+        crashpoint(cp);
+        it->state = INTENT_ROLLED_BACK;
+        it->updated = now_realtime_usec();
+        r = commit_intent(vs, it, NULL, it->target, true);
+        if (r < 0) {
+                log_error_errno(r, "intent %" PRId64 ": cannot record its end; retrying", it->id);
+                it->state = INTENT_PENDING;
+                vs->running = NULL;
+                action_free(a);
+                return;
+        }
+        remove_volume(vs, it->target);
+        end_action(vs, a);
+}
+
 /* The current step failed. */
 static void fail(struct volumes *vs, struct action *a, int err) {
         struct intent *it = a->it;
@@ -871,30 +966,23 @@ static void fail(struct volumes *vs, struct action *a, int err) {
                 r = commit_intent(vs, it, NULL, NULL, false);
                 if (r < 0)
                         log_error_errno(r, "intent %" PRId64 ": cannot record the failure", it->id);
-                /* Waiting callers learn now; the retry goes on without them. */
-                reply_waiters(vs, it);
+                /* Waiting callers wait for the end: a retry may still succeed. */
                 vs->running = NULL;
                 action_free(a);
                 return;
         }
         if (a->op->undo) {
-                r = a->op->undo(vs, a);
-                if (r < 0) {
-                        log_error_errno(r, "intent %" PRId64 ": cannot undo it; retrying", it->id);
-                        it->state = INTENT_PENDING;
-                        it->next_attempt = it->updated + backoff(it->attempts);
-                        (void) commit_intent(vs, it, NULL, NULL, false);
-                        vs->running = NULL;
-                        action_free(a);
-                        return;
-                }
-                it->state = INTENT_ROLLED_BACK;
-                r = commit_intent(vs, it, NULL, it->target, true);
-                if (r == 0)
-                        remove_volume(vs, it->target);
+                roll_back(vs, a);
+                return;
         } else {
                 /* Nothing done yet: as before the intent. Half done: the volume says so. */
                 it->state = it->step == 0 ? INTENT_ROLLED_BACK : INTENT_FAILED;
+                if (v && it->step == 0 && a->op->new_row) {
+                        r = commit_intent(vs, it, NULL, it->target, true);
+                        if (r == 0)
+                                remove_volume(vs, it->target);
+                        goto ended;
+                }
                 if (v) {
                         nv = volume_copy(v);
                         if (nv) {
@@ -915,6 +1003,7 @@ static void fail(struct volumes *vs, struct action *a, int err) {
                 }
                 volume_free(nv);
         }
+ended:
         if (r < 0) {
                 log_error_errno(r, "intent %" PRId64 ": cannot record its end; retrying", it->id);
                 it->state = INTENT_PENDING;
@@ -1001,8 +1090,9 @@ static void step_child_done(struct child *c, int status, bool timed_out, const c
                                 line = *end ? end + 1 : end;
                         }
                 last = why;
-                set_error(a, !timed_out, "%s %s%s%.*s", a->prog, what ? what : "failed", last ? ": " : "",
-                          (int) MIN(len, 512), last ? last : "");
+                /* A tool that says no will say it again; one killed (OOM, timeout) may not. */
+                set_error(a, a->op->no_retry || (!timed_out && WIFEXITED(status)), "%s %s%s%.*s", a->prog,
+                          what ? what : "failed", last ? ": " : "", (int) MIN(len, 512), last ? last : "");
                 fail(vs, a, -EIO);
                 return;
         }
@@ -1043,7 +1133,16 @@ static void run_next(void *userdata) {
                 it->state = INTENT_FAILED;
                 free(it->last_error);
                 it->last_error = strdup("unknown operation or step");
-                (void) commit_intent(vs, it, NULL, NULL, true);
+                {
+                        struct volume *v = find_volume(vs, it->target), *nv = v ? volume_copy(v) : NULL;
+                        if (nv)
+                                (void) set_str(&nv->state, "failed");
+                        if (commit_intent(vs, it, nv, NULL, true) == 0 && nv) {
+                                remove_volume(vs, nv->name);
+                                (void) add_volume(nv, vs);
+                        } else
+                                volume_free(nv);
+                }
                 end_action(vs, a);
                 return;
         }
@@ -1056,6 +1155,12 @@ static void run_next(void *userdata) {
                 it->next_attempt = now + USEC_PER_SEC;
                 vs->running = NULL;
                 action_free(a);
+                return;
+        }
+        if (rolling_back(it) && a->op->undo) {
+                log_info("intent %" PRId64 ": %s %s, rolling back, attempt %d", it->id, it->op, it->target,
+                         it->attempts);
+                roll_back(vs, a);
                 return;
         }
         log_info("intent %" PRId64 ": %s %s, attempt %d, from step %s", it->id, it->op, it->target, it->attempts,
@@ -1270,7 +1375,14 @@ static void reattach_missing(struct volumes *vs) {
                 struct volume *v = vs->vols[i];
                 char kname[32];
 
+                _cleanup_(intent_freep) struct intent *last = NULL;
+
                 if (!streq(v->state, "attached") || find_open_intent(vs, v->name) || attached_kname(v, kname) != 0)
+                        continue;
+                /* Once per failure, not once per pass: a failed re-attach stays visible in
+                 * the intents until an action on the volume succeeds. */
+                if (vstore_last_intent(vs->d->journal, v->name, NULL, &last) < 0 ||
+                    (last && streq(last->op, "volume.attach") && last->state != INTENT_SUCCEEDED))
                         continue;
                 log_info("volume %s should be attached and is not: attaching it", v->name);
                 (void) start_intent(vs, "volume.attach", v->name, NULL, NULL, NULL, NULL);
@@ -1522,13 +1634,32 @@ static struct volume *lookup(struct volumes *vs, struct client *c, json_object *
 }
 
 /* Another action on the volume is under way: the same one is joined, others refused. */
-static int busy_or_join(struct volumes *vs, struct client *c, const char *op, const char *name, bool delete_reply) {
+static bool same_param(const struct intent *it, json_object *params, const char *key) {
+        json_object *a = NULL, *b = param_get(params, key);
+
+        (void) json_object_object_get_ex(it->params, key, &a);
+        /* Absent and false (or 0) are the same request. */
+        if (!a || !b)
+                return (!a || !json_object_get_int64(a)) == (!b || !json_object_get_int64(b));
+        return json_object_get_int64(a) == json_object_get_int64(b);
+}
+
+/* Joins the open intent on the volume when it is the same request (same op, same
+ * size_bytes, force, keep_file); anything else waits its turn, refused as busy. */
+static int busy_or_join(struct volumes *vs, struct client *c, const char *op, const char *name, bool delete_reply,
+                        json_object *params) {
+        static const char *const keys[] = { "size_bytes", "force", "keep_file" };
         struct intent *open = find_open_intent(vs, name);
+        bool same;
         char why[128];
 
         if (!open)
                 return 1;
-        if (streq(open->op, op))
+        same = streq(open->op, op);
+        for (size_t i = 0; same && params && i < ELEMENTSOF(keys); i++)
+                if (!streq(op, "volume.create") || !streq(keys[i], "size_bytes"))
+                        same = same_param(open, params, keys[i]);
+        if (same)
                 return add_waiter(vs, c, open->id, delete_reply);
         snprintf(why, sizeof(why), "intent %" PRId64 " (%s) is not finished", open->id, open->op);
         return reply_error2(c, "io.blkledger.VolumeBusy", "name", name, "reason", why);
@@ -1574,7 +1705,7 @@ int method_create_volume(struct client *c, json_object *params, unsigned flags, 
                 /* The same create again (after a crash, or twice): its result. */
                 if (v->size_bytes == (uint64_t) size && streq_ptr(v->fs_type, fs) && streq_ptr(v->fs_label, label) &&
                     !streq(v->state, "deleting") && !streq(v->state, "failed")) {
-                        r = busy_or_join(vs, c, "volume.create", name, false);
+                        r = busy_or_join(vs, c, "volume.create", name, false, NULL);
                         if (r <= 0)
                                 return r;
                         if (!find_open_intent(vs, name))
@@ -1662,7 +1793,7 @@ int method_get_volume(struct client *c, json_object *params, unsigned flags, voi
 /* Resize, attach, detach: the volume's state becomes new_state for the intent's time. */
 static int start_on_volume(struct volumes *vs, struct client *c, struct volume *v, const char *op,
                            const char *new_state, json_object *ip, const char *key, bool delete_reply) {
-        struct volume *row = volume_copy(v);
+        struct volume *row = ip ? volume_copy(v) : NULL;
         struct intent *it;
         int r;
 
@@ -1707,7 +1838,7 @@ int method_resize_volume(struct client *c, json_object *params, unsigned flags, 
         r = check_key(vs, c, "volume.resize", v->name, key_of(params), false);
         if (r <= 0)
                 return r;
-        r = busy_or_join(vs, c, "volume.resize", v->name, false);
+        r = busy_or_join(vs, c, "volume.resize", v->name, false, params);
         if (r <= 0)
                 return r;
         if ((uint64_t) size == v->size_bytes && !streq(v->state, "failed"))
@@ -1739,7 +1870,7 @@ int method_attach_volume(struct client *c, json_object *params, unsigned flags, 
         r = check_key(vs, c, "volume.attach", v->name, key_of(params), false);
         if (r <= 0)
                 return r;
-        r = busy_or_join(vs, c, "volume.attach", v->name, false);
+        r = busy_or_join(vs, c, "volume.attach", v->name, false, params);
         if (r <= 0)
                 return r;
         if (streq(v->state, "attached") && attached_kname(v, kname) > 0)
@@ -1786,7 +1917,7 @@ int method_detach_volume(struct client *c, json_object *params, unsigned flags, 
         r = check_key(vs, c, "volume.detach", v->name, key_of(params), false);
         if (r <= 0)
                 return r;
-        r = busy_or_join(vs, c, "volume.detach", v->name, false);
+        r = busy_or_join(vs, c, "volume.detach", v->name, false, params);
         if (r <= 0)
                 return r;
         if (streq(v->state, "detached") && attached_kname(v, kname) == 0)
@@ -1837,7 +1968,7 @@ int method_delete_volume(struct client *c, json_object *params, unsigned flags, 
                 return reply_error2(c, "io.blkledger.NoSuchVolume", "name", json_object_get_string(name_o), NULL,
                                     NULL);
         }
-        r = busy_or_join(vs, c, "volume.delete", v->name, true);
+        r = busy_or_join(vs, c, "volume.delete", v->name, true, params);
         if (r <= 0)
                 return r;
         if (!settled(v))
@@ -1909,7 +2040,7 @@ int method_adopt_volume(struct client *c, json_object *params, unsigned flags, v
                 return r;
         v = find_volume(vs, name);
         if (v) {
-                r = busy_or_join(vs, c, "volume.adopt", name, false);
+                r = busy_or_join(vs, c, "volume.adopt", name, false, NULL);
                 if (r <= 0)
                         return r;
                 if (streq(v->backing_file, canon))
@@ -1961,7 +2092,7 @@ int method_forget_volume(struct client *c, json_object *params, unsigned flags, 
                 return reply_error2(c, "io.blkledger.NoSuchVolume", "name", json_object_get_string(name_o), NULL,
                                     NULL);
         }
-        r = busy_or_join(vs, c, "volume.forget", v->name, true);
+        r = busy_or_join(vs, c, "volume.forget", v->name, true, NULL);
         if (r <= 0)
                 return r;
         if (!settled(v))
