@@ -95,14 +95,14 @@ static void on_timeout(struct ev_timer *t, void *userdata) {
         kill(c->pid, SIGKILL);
 }
 
-int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char *const envp[], int64_t timeout_usec, child_fn fn,
-                void *userdata, struct child **ret) {
+static int spawn(struct ev_loop *loop, const char *path, char *const argv[], char *const envp[], int (*run)(void *),
+                 void *arg, int64_t timeout_usec, child_fn fn, void *userdata, struct child **ret) {
         static char *const empty_env[] = { NULL };
         struct child *c;
         int pipefd[2], devnull, r;
         pid_t parent = getpid();
 
-        if (!path || path[0] != '/' || !argv[0])
+        if (!run && (!path || path[0] != '/' || !argv[0]))
                 return -EINVAL;
         c = calloc(1, sizeof(*c));
         if (!c)
@@ -152,6 +152,10 @@ int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char
                 if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
                         for (int fd = 3; fd < 65536; fd++) /* before Linux 5.9 */
                                 (void) close(fd);
+                if (run)
+                        _exit(run(arg));
+                if (chdir("/") < 0)
+                        _exit(127);
                 execve(path, argv, envp ? envp : empty_env);
                 _exit(127);
         }
@@ -184,10 +188,24 @@ int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char
                 child_free(c);
                 return r;
         }
-        log_debug("started pid %d: %s", (int) c->pid, path);
+        log_debug("started pid %d: %s", (int) c->pid, path ? path : "(function)");
         if (ret)
                 *ret = c;
         return 0;
+}
+
+int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char *const envp[], int64_t timeout_usec,
+                child_fn fn, void *userdata, struct child **ret) {
+        return spawn(loop, path, argv, envp, NULL, NULL, timeout_usec, fn, userdata, ret);
+}
+
+int child_fork(struct ev_loop *loop, int (*run)(void *arg), void *arg, int64_t timeout_usec, child_fn fn,
+               void *userdata, struct child **ret) {
+        return spawn(loop, NULL, NULL, NULL, run, arg, timeout_usec, fn, userdata, ret);
+}
+
+int64_t child_timeout(const struct child *c) {
+        return c->timeout;
 }
 
 pid_t child_pid(const struct child *c) {

@@ -27,7 +27,14 @@ typedef void (*child_fn)(struct child *c, int status, bool timed_out, const char
 /* path must be absolute (no PATH search); envp may be NULL (empty environment). */
 int child_spawn(struct ev_loop *loop, const char *path, char *const argv[], char *const envp[], int64_t timeout_usec, child_fn fn,
                 void *userdata, struct child **ret);
+/* The same with a function instead of a program: run(arg) in the forked child, its
+ * return value the exit status. The daemon has threads, so run may only use
+ * async-signal-safe calls (open, pread, write, close): for I/O that may hang, such as
+ * reading a device, which the timeout then ends. */
+int child_fork(struct ev_loop *loop, int (*run)(void *arg), void *arg, int64_t timeout_usec, child_fn fn,
+               void *userdata, struct child **ret);
 pid_t child_pid(const struct child *c);
+int64_t child_timeout(const struct child *c);
 /* Kills the process group and forgets the child without calling fn (shutdown). */
 void child_abandon(struct child *c);
 

@@ -277,12 +277,13 @@ static int method_expect(struct client *c, json_object *params, unsigned flags, 
         static const struct param_spec spec[] = {
                 { "name", PARAM_STRING },    { "match_kind", PARAM_STRING }, { "match_value", PARAM_STRING },
                 { "fs_type", PARAM_STRING }, { "fs_label", PARAM_STRING },   { "min_size", PARAM_INT },
-                {},
+                { "on_appear", PARAM_STRING }, {},
         };
         struct daemon *d = userdata;
         json_object *name = param_get(params, "name"), *kind = param_get(params, "match_kind"),
                     *value = param_get(params, "match_value"), *fs_type = param_get(params, "fs_type"),
-                    *fs_label = param_get(params, "fs_label"), *min_size = param_get(params, "min_size"), *p;
+                    *fs_label = param_get(params, "fs_label"), *min_size = param_get(params, "min_size"),
+                    *on_appear = param_get(params, "on_appear"), *p;
         struct expectation *e;
         int r;
 
@@ -297,6 +298,18 @@ static int method_expect(struct client *c, json_object *params, unsigned flags, 
                 return server_reply_invalid_parameter(c, "match_value");
         if (min_size && json_object_get_int64(min_size) < 0)
                 return server_reply_invalid_parameter(c, "min_size");
+        if (on_appear) {
+                _cleanup_free_ char *why = NULL;
+                if (volumes_check_action(json_object_get_string(on_appear), &why) < 0) {
+                        json_object *err = json_object_new_object();
+                        if (!err)
+                                return -ENOMEM;
+                        json_object_object_add(err, "reason", json_object_new_string(why ? why : "invalid on_appear"));
+                        r = server_reply_error(c, "io.blkledger.Refused", err);
+                        json_object_put(err);
+                        return r;
+                }
+        }
         e = calloc(1, sizeof(*e));
         if (!e)
                 return -ENOMEM;
@@ -313,7 +326,9 @@ static int method_expect(struct client *c, json_object *params, unsigned flags, 
         e->fs_label = fs_label ? strdup(json_object_get_string(fs_label)) : NULL;
         e->min_size = min_size ? json_object_get_int64(min_size) : FIELD_NULL;
         e->created = now_realtime_usec();
-        if (!e->name || !e->match_kind || !e->match_value || (fs_type && !e->fs_type) || (fs_label && !e->fs_label)) {
+        e->on_appear = on_appear ? strdup(json_object_get_string(on_appear)) : NULL;
+        if (!e->name || !e->match_kind || !e->match_value || (fs_type && !e->fs_type) || (fs_label && !e->fs_label) ||
+            (on_appear && !e->on_appear)) {
                 expectation_free(e);
                 return -ENOMEM;
         }
@@ -325,6 +340,7 @@ static int method_expect(struct client *c, json_object *params, unsigned flags, 
                 return r;
         }
         log_info("expectation %s set by uid %d", e->name, (int) client_uid(c));
+        volumes_expectations_changed(d->volumes);
         reconcile_evaluate_drift(d);
         {
                 json_object *o = json_object_new_object();

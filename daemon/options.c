@@ -19,6 +19,8 @@ static void help(void) {
                "                             the volume directory is always in scope)\n"
                "      --volume-dir DIR       backing files of managed volumes (default: volumes/\n"
                "                             in the state directory)\n"
+               "      --hook-timeout SEC     an expectation's run: program is killed after SEC\n"
+               "                             seconds (default 60)\n"
                "      --event-source SOURCE  auto (default), udev or kernel\n"
                "      --rescan-interval SEC  full pass every SEC seconds, 0 = never (default 300)\n"
                "      --pass-chunk N         devices a pass hands to the ledger at once (default 64)\n"
@@ -71,6 +73,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_PROBE_WORKERS,
                 ARG_PROBE_CONCURRENCY,
                 ARG_VOLUME_DIR,
+                ARG_HOOK_TIMEOUT,
                 ARG_LIST_CRASH_POINTS,
         };
         static const struct option longopts[] = {
@@ -91,6 +94,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "probe-workers", required_argument, NULL, ARG_PROBE_WORKERS },
                 { "probe-concurrency", required_argument, NULL, ARG_PROBE_CONCURRENCY },
                 { "volume-dir", required_argument, NULL, ARG_VOLUME_DIR },
+                { "hook-timeout", required_argument, NULL, ARG_HOOK_TIMEOUT },
                 { "list-crash-points", no_argument, NULL, ARG_LIST_CRASH_POINTS },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -107,6 +111,7 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 .rescan_interval = 300 * USEC_PER_SEC,
                 .pass_chunk = 64,
                 .probe_timeout = 5 * USEC_PER_SEC,
+                .hook_timeout = 60 * USEC_PER_SEC,
                 .probe_concurrency = 64,
                 .limits = server_default_limits,
         };
@@ -217,6 +222,11 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         o->volume_dir = strdup(optarg);
                         if (!o->volume_dir)
                                 return -ENOMEM;
+                        break;
+                case ARG_HOOK_TIMEOUT:
+                        if (parse_bounded(optarg, 1, 86400, &v) < 0)
+                                FAIL("invalid --hook-timeout '%s': 1 to 86400 seconds", optarg);
+                        o->hook_timeout = v * USEC_PER_SEC;
                         break;
                 case ARG_LIST_CRASH_POINTS:
                         o->list_crash_points = true;

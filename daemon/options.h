@@ -28,6 +28,7 @@ struct options {
         unsigned probe_workers;     /* libblkid threads */
         unsigned probe_concurrency; /* devices read at once */
         char *volume_dir;           /* backing files of managed volumes */
+        int64_t hook_timeout;       /* usec an on_appear run: program may take */
         bool list_crash_points;     /* --list-crash-points: print them and exit */
 };
 

@@ -628,7 +628,7 @@ static struct probe_engine *volatile leftover_engine;
 
 struct probe_engine *probe_engine_free(struct probe_engine *e) {
         struct timespec deadline;
-        bool all_joined = true;
+        bool all_joined = true, reads_out;
 
         if (!e)
                 return NULL;
@@ -650,6 +650,9 @@ struct probe_engine *probe_engine_free(struct probe_engine *e) {
         for (unsigned i = 0; i < e->n_active; i++)
                 if (e->active[i]->fd >= 0)
                         close(e->active[i]->fd);
+        /* Reads still in flight (a stop in the middle of a probe) land in the scratch
+         * buffer whenever the kernel completes them, also after the ring is gone. */
+        reads_out = e->tickets != NULL;
         while (e->tickets) {
                 struct ticket *t = e->tickets;
                 e->tickets = t->next;
@@ -684,7 +687,7 @@ struct probe_engine *probe_engine_free(struct probe_engine *e) {
         pthread_cond_destroy(&e->exited);
         free(e->active);
         free(e->stuck);
-        if (e->n_stuck > 0)
+        if (e->n_stuck > 0 || reads_out)
                 /* The kernel may still write into it until the process ends. */
                 leftover_scratch = e->scratch;
         else

@@ -395,6 +395,7 @@ static struct batch *batch_new(struct daemon *d, struct pass *pass) {
 
 static void after_commit(struct daemon *d) {
         volumes_name_devices(d->volumes);
+        volumes_after_commit(d->volumes);
         if (d->server)
                 server_notify_events(d->server);
 }

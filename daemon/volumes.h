@@ -92,6 +92,13 @@ void volumes_tick(struct volumes *vs);
 void volumes_after_pass(struct volumes *vs);
 /* After the ledger changed: devices of attached volumes get the volume's name. */
 void volumes_name_devices(struct volumes *vs);
+/* After a commit: on_appear actions of expectations for devices that appeared. */
+void volumes_after_commit(struct volumes *vs);
+/* An expectation was set or removed. */
+void volumes_expectations_changed(struct volumes *vs);
+/* Checks an on_appear action ("format-if-blank:TYPE", "run:/PROGRAM"); -EINVAL with
+ * an allocated reason. */
+int volumes_check_action(const char *spec, char **ret_why);
 /* An on-demand reconcile: retry due work at once. */
 void volumes_retry_now(struct volumes *vs);
 /* The name of the volume whose backing file is path, or NULL. */

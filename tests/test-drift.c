@@ -847,6 +847,7 @@ static void test_put_and_remove_expectation(void **state) {
         /* The same name replaces (the old one is freed: no leak under ASan). */
         y = exp_new("backup", "wwn", "naa.5000C500A1B2C3D4");
         y->min_size = 1LL << 30;
+        y->on_appear = strdup("run:/usr/local/sbin/backup-hook");
         env_expect(e, y);
         assert_int_equal(e->drift.n_exps, 1);
         assert_ptr_equal(drift_find_expectation(&e->drift, "backup"), y);
@@ -858,6 +859,8 @@ static void test_put_and_remove_expectation(void **state) {
         assert_int_equal(reloaded.n_exps, 2);
         assert_string_equal(drift_find_expectation(&reloaded, "backup")->match_kind, "wwn");
         assert_int_equal(drift_find_expectation(&reloaded, "backup")->min_size, 1LL << 30);
+        assert_string_equal(drift_find_expectation(&reloaded, "backup")->on_appear, "run:/usr/local/sbin/backup-hook");
+        assert_null(drift_find_expectation(&reloaded, "vault")->on_appear);
         drift_done(&reloaded);
 
         /* Its drift goes with it. */
@@ -925,7 +928,8 @@ static void test_json(void **state) {
         env_expect(e, x);
         o = expectation_to_json(x);
         assert_json_text(o, "{\"name\":\"vault\",\"match\":{\"loop_file\":\"/var/tmp/vault.img\"},\"fs_type\":\"ext4\","
-                            "\"fs_label\":null,\"min_size\":null,\"created\":\"2025-11-20T09:00:00.000000Z\"}");
+                            "\"fs_label\":null,\"min_size\":null,\"created\":\"2025-11-20T09:00:00.000000Z\","
+                            "\"on_appear\":null}");
         json_object_put(o);
 
         sync_counts(e, T2, 3, 0);

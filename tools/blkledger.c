@@ -507,6 +507,8 @@ static int cmd_expect(struct blkledger *b, const struct cli_args *a) {
                 json_object_object_add(params, "fs_label", json_object_new_string(a->fs_label));
         if (a->min_size >= 0)
                 json_object_object_add(params, "min_size", json_object_new_int64(a->min_size));
+        if (a->on_appear)
+                json_object_object_add(params, "on_appear", json_object_new_string(a->on_appear));
         reply = call(b, "io.blkledger.Expect", params);
         json_object_put(params);
         if (!reply)

@@ -26,6 +26,7 @@ enum {
         OPT_KEEP_FILE = 1 << 12,
         OPT_UNFINISHED = 1 << 13,
         OPT_KEY = 1 << 14,
+        OPT_ON_APPEAR = 1 << 15,
 };
 
 static const struct command {
@@ -50,11 +51,14 @@ static const struct command {
           "summary. Exits 0 when the pass completed, whatever drift it found. Root only." },
         { "name", CMD_NAME, 1, 2, OPT_REMOVE, "DEVICE|ID NAME | DEVICE|ID --remove",
           "Give a device a unique name that follows its identity (or remove it). Root only." },
-        { "expect", CMD_EXPECT, 1, 1, OPT_MATCH | OPT_FS_TYPE | OPT_FS_LABEL | OPT_MIN_SIZE,
+        { "expect", CMD_EXPECT, 1, 1, OPT_MATCH | OPT_FS_TYPE | OPT_FS_LABEL | OPT_MIN_SIZE | OPT_ON_APPEAR,
           "NAME --match serial=S|wwn=W|fs-uuid=U|loop-file=PATH [--fs-type T] [--fs-label L]\n"
-          "                [--min-size SIZE]",
+          "                [--min-size SIZE] [--on-appear format-if-blank:TYPE|run:/PROGRAM]",
           "Record a desired state; the reconciler reports where reality differs (drift).\n"
-          "SIZE takes K, M, G, T suffixes. The same NAME replaces the expectation. Root only." },
+          "SIZE takes K, M, G, T suffixes. The same NAME replaces the expectation.\n"
+          "--on-appear acts each time the device appears: format-if-blank:TYPE makes a\n"
+          "filesystem on a truly blank device, run:/PROGRAM runs a root-owned program with\n"
+          "BLKLEDGER_* variables (see blkledgerd --hook-timeout). Root only." },
         { "unexpect", CMD_UNEXPECT, 1, 1, 0, "NAME", "Remove an expectation; its drift closes. Root only." },
         { "expectations", CMD_EXPECTATIONS, 0, 0, 0, "", "The recorded expectations." },
         { "drift", CMD_DRIFT, 0, 0, 0, "",
@@ -206,6 +210,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 ARG_KEEP_FILE,
                 ARG_UNFINISHED,
                 ARG_KEY,
+                ARG_ON_APPEAR,
         };
         static const struct option longopts[] = {
                 { "socket", required_argument, NULL, 's' },
@@ -226,6 +231,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { "keep-file", no_argument, NULL, ARG_KEEP_FILE },
                 { "unfinished", no_argument, NULL, ARG_UNFINISHED },
                 { "idempotency-key", required_argument, NULL, ARG_KEY },
+                { "on-appear", required_argument, NULL, ARG_ON_APPEAR },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -239,7 +245,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { OPT_MIN_SIZE, "--min-size" }, { OPT_REMOVE, "--remove" }, { OPT_SIZE, "--size" },
                 { OPT_FS, "--fs" }, { OPT_LABEL, "--label" }, { OPT_FORCE, "--force" },
                 { OPT_KEEP_FILE, "--keep-file" }, { OPT_UNFINISHED, "--unfinished" },
-                { OPT_KEY, "--idempotency-key" },
+                { OPT_KEY, "--idempotency-key" }, { OPT_ON_APPEAR, "--on-appear" },
         };
         const struct command *cmd = NULL;
         char *positional[4];
@@ -352,6 +358,11 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 case ARG_UNFINISHED:
                         a->unfinished = true;
                         used |= OPT_UNFINISHED;
+                        break;
+                case ARG_ON_APPEAR:
+                        if (isempty(optarg) || !replace(&a->on_appear, optarg))
+                                FAIL("--on-appear needs format-if-blank:TYPE or run:/PROGRAM");
+                        used |= OPT_ON_APPEAR;
                         break;
                 case ARG_KEY:
                         if (isempty(optarg) || !replace(&a->idempotency_key, optarg))
@@ -490,5 +501,6 @@ void cli_args_done(struct cli_args *a) {
         free(a->fs_type);
         free(a->fs_label);
         free(a->idempotency_key);
+        free(a->on_appear);
         *a = (struct cli_args) {};
 }

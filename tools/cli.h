@@ -53,6 +53,7 @@ struct cli_args {
         bool keep_file;    /* volume delete */
         bool unfinished;   /* intents */
         char *idempotency_key; /* volume actions */
+        char *on_appear;   /* expect */
 };
 
 /* Returns 0 to run, 1 when help or the version was printed, -EINVAL for a bad command
