@@ -463,6 +463,20 @@ int method_detach_volume(struct client *c, json_object *params, unsigned flags, 
         return start_on_volume(vs, c, v, "volume.detach", NULL, ip, key_of(params), false);
 }
 
+/* A volume that is not there, for an action that removes its row (delete, forget):
+ * when the newest intent on the name is that action and it succeeded, the repeat (after
+ * a crash or a lost reply) is done already; otherwise there is no such volume. */
+static int reply_removed_already(struct volumes *vs, struct client *c, const char *name, const char *op) {
+        _cleanup_(intent_freep) struct intent *last = NULL;
+        int r = vstore_last_intent(vs->d->journal, name, NULL, &last);
+
+        if (r < 0)
+                return r;
+        if (last && streq(last->op, op) && last->state == INTENT_SUCCEEDED)
+                return reply_and_put(c, json_object_new_object());
+        return reply_error2(c, "io.blkledger.NoSuchVolume", "name", name, NULL, NULL);
+}
+
 int method_delete_volume(struct client *c, json_object *params, unsigned flags, void *userdata) {
         static const struct param_spec spec[] = {
                 { "name", PARAM_STRING },
@@ -486,17 +500,8 @@ int method_delete_volume(struct client *c, json_object *params, unsigned flags, 
         if (r <= 0)
                 return r;
         v = vol_find(vs, json_object_get_string(name_o));
-        if (!v) {
-                /* Deleted already (a repeat after a crash or a lost reply): done. */
-                _cleanup_(intent_freep) struct intent *last = NULL;
-                r = vstore_last_intent(vs->d->journal, json_object_get_string(name_o), NULL, &last);
-                if (r < 0)
-                        return r;
-                if (last && streq(last->op, "volume.delete") && last->state == INTENT_SUCCEEDED)
-                        return reply_and_put(c, json_object_new_object());
-                return reply_error2(c, "io.blkledger.NoSuchVolume", "name", json_object_get_string(name_o), NULL,
-                                    NULL);
-        }
+        if (!v)
+                return reply_removed_already(vs, c, json_object_get_string(name_o), "volume.delete");
         r = busy_or_join(vs, c, "volume.delete", v->name, true, params);
         if (r <= 0)
                 return r;
@@ -611,16 +616,8 @@ int method_forget_volume(struct client *c, json_object *params, unsigned flags, 
         if (r <= 0)
                 return r;
         v = vol_find(vs, json_object_get_string(name_o));
-        if (!v) {
-                _cleanup_(intent_freep) struct intent *last = NULL;
-                r = vstore_last_intent(vs->d->journal, json_object_get_string(name_o), NULL, &last);
-                if (r < 0)
-                        return r;
-                if (last && streq(last->op, "volume.forget") && last->state == INTENT_SUCCEEDED)
-                        return reply_and_put(c, json_object_new_object());
-                return reply_error2(c, "io.blkledger.NoSuchVolume", "name", json_object_get_string(name_o), NULL,
-                                    NULL);
-        }
+        if (!v)
+                return reply_removed_already(vs, c, json_object_get_string(name_o), "volume.forget");
         r = busy_or_join(vs, c, "volume.forget", v->name, true, NULL);
         if (r <= 0)
                 return r;

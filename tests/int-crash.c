@@ -54,10 +54,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         tl_daemon_free(daemon_);
-        tl_sh(NULL,
-              "for f in /sys/block/loop*/loop/backing_file; do case $(cat $f 2>/dev/null) in '%s'/*) "
-              "losetup -d /dev/$(basename $(dirname $(dirname $f)));; esac; done",
-              voldir);
+        tl_detach_loops_under(voldir);
         for (size_t i = 0; i < n_points; i++)
                 free(points[i]);
         free(points);
@@ -65,18 +62,8 @@ static int teardown(void **state) {
         return 0;
 }
 
-static int cli(char **out, const char *fmt, ...) _printf_(2, 3);
-static int cli(char **out, const char *fmt, ...) {
-        _cleanup_free_ char *args = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&args, fmt, ap);
-        va_end(ap);
-        assert_true(r > 0);
-        return tl_sh(out, "'%s/blkledger' --socket '%s' %s 2>&1", tl_builddir(), daemon_->socket, args);
-}
+/* The CLI against the daemon under test. */
+#define cli(out, ...) tl_cli(daemon_, out, __VA_ARGS__)
 
 static void must(const char *fmt, ...) _printf_(1, 2);
 static void must(const char *fmt, ...) {

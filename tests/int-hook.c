@@ -34,21 +34,8 @@ static int teardown(void **state) {
         return 0;
 }
 
-static int cli(char **out, const char *fmt, ...) _printf_(2, 3);
-static int cli(char **out, const char *fmt, ...) {
-        _cleanup_free_ char *args = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&args, fmt, ap);
-        va_end(ap);
-        assert_true(r > 0);
-        r = tl_sh(out, "'%s/blkledger' --socket '%s' %s 2>&1", tl_builddir(), daemon_->socket, args);
-        if (out && *out)
-                fprintf(stderr, "blkledger %s -> %d: %s", args, r, *out);
-        return r;
-}
+/* The CLI against the daemon under test. */
+#define cli(out, ...) tl_cli(daemon_, out, __VA_ARGS__)
 
 /* A file in the daemon's scope (not attached yet); prepare is a shell command run with
  * the file as $1. */

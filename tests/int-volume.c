@@ -40,31 +40,15 @@ static int teardown(void **state) {
         tl_sh(NULL, "umount '%s' 2>/dev/null", mnt);
         tl_daemon_free(daemon_);
         /* Volumes outlive the daemon by design: detach what the test made. */
-        tl_sh(NULL,
-              "for f in /sys/block/loop*/loop/backing_file; do case $(cat $f 2>/dev/null) in '%s'/*) "
-              "losetup -d /dev/$(basename $(dirname $(dirname $f)));; esac; done",
-              voldir);
+        tl_detach_loops_under(voldir);
         free(voldir);
         free(mnt);
         return 0;
 }
 
 /* Runs the CLI; returns its exit status, output (stdout and stderr) in *out. */
-static int cli(char **out, const char *fmt, ...) _printf_(2, 3);
-static int cli(char **out, const char *fmt, ...) {
-        _cleanup_free_ char *args = NULL;
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&args, fmt, ap);
-        va_end(ap);
-        assert_true(r > 0);
-        r = tl_sh(out, "'%s/blkledger' --socket '%s' %s 2>&1", tl_builddir(), daemon_->socket, args);
-        if (out && *out)
-                fprintf(stderr, "blkledger %s -> %d: %s", args, r, *out);
-        return r;
-}
+/* The CLI against the daemon under test. */
+#define cli(out, ...) tl_cli(daemon_, out, __VA_ARGS__)
 
 static json_object *volume(const char *name) {
         _cleanup_free_ char *args = NULL;

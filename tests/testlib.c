@@ -617,6 +617,31 @@ void tl_daemon_free(struct tl_daemon *d) {
         free(d);
 }
 
+int tl_cli(struct tl_daemon *d, char **ret_out, const char *fmt, ...) {
+        _cleanup_free_ char *args = NULL, *out = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&args, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -1;
+        r = tl_sh(&out, "'%s/blkledger' --socket '%s' %s 2>&1", tl_builddir(), d->socket, args);
+        fprintf(stderr, "blkledger %s -> %d: %s%s", args, r, out ? out : "",
+                out && *out && out[strlen(out) - 1] == '\n' ? "" : "\n");
+        if (ret_out)
+                *ret_out = TAKE_PTR(out);
+        return r;
+}
+
+void tl_detach_loops_under(const char *dir) {
+        tl_sh(NULL,
+              "for f in /sys/block/loop*/loop/backing_file; do case $(cat $f 2>/dev/null) in '%s'/*) "
+              "losetup -d /dev/$(basename $(dirname $(dirname $f)));; esac; done",
+              dir);
+}
+
 json_object *tl_cli_json(struct tl_daemon *d, const char *args) {
         _cleanup_free_ char *out = NULL;
         json_object *o;

@@ -78,6 +78,11 @@ void tl_daemon_free(struct tl_daemon *d);
 
 /* Runs a shell command; returns its exit status (or -1); output in *ret_out if non-NULL. */
 int tl_sh(char **ret_out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Runs "blkledger --socket SOCK ARGS" (the format is printf's); returns its exit status,
+ * its stdout and stderr in *ret_out if non-NULL, and logs both to stderr. */
+int tl_cli(struct tl_daemon *d, char **ret_out, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Detaches every loop device backed by a file under dir (what a daemon made there). */
+void tl_detach_loops_under(const char *dir);
 /* Runs "blkledger --socket SOCK ARGS --json" and parses stdout; NULL on failure. */
 json_object *tl_cli_json(struct tl_daemon *d, const char *args);
 /* Device of the list with the given devnode, borrowed from list. */
