@@ -20,6 +20,15 @@ struct pending_event {
         struct udev_device *dev; /* NULL for "remove" */
 };
 
+/* An action a udev rule asked for (ENV{BLKLEDGER_ON_ADD}), waiting for the device's
+ * record. */
+struct udev_action {
+        char *kname;
+        char *action;
+        uint64_t seqnum;
+        int64_t expires; /* monotonic usec */
+};
+
 struct pass;
 struct pass_waiter;
 struct batch;
@@ -44,10 +53,13 @@ struct daemon {
         int state_lock_fd;
         int socket_fd;
         int socket_lock_fd;
+        bool socket_activated; /* the listening socket came from the service manager */
 
         /* Events waiting for the end of the loop iteration (one reconcile per batch). */
         struct pending_event *pending;
         size_t n_pending;
+        struct udev_action *udev_actions;
+        size_t n_udev_actions;
         struct ev_defer batch_defer;
 
         /* Observations waiting for probes, applied in order; the probes themselves. */
@@ -83,6 +95,8 @@ void reconcile_request_pass(struct daemon *d, struct server_call *waiter);
 bool reconcile_pass_running(const struct daemon *d);
 /* Brings the recorded drift in line with the ledger (after the first pass). */
 void reconcile_evaluate_drift(struct daemon *d);
+/* Names changed outside a batch (SetName): udev is told, for its by-ledger links. */
+void reconcile_names_changed(struct daemon *d);
 /* A device that did not answer reads answers again: look at it. */
 void reconcile_device_answered(struct daemon *d, dev_t devnum);
 /* Shutdown: reconcile_done() before the probe engine goes, reconcile_free_probes() after. */

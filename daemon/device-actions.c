@@ -262,10 +262,10 @@ bool dev_any_on_appear(struct volumes *vs) {
 }
 
 static void start_device_action(struct volumes *vs, const struct expectation *e, const struct device_record *rec,
-                                int64_t seq) {
+                                int64_t seq, const char *key_override) {
         const char *rest;
         json_object *p = json_object_new_object();
-        char target[48], key[128];
+        char target[48], key[192];
         const char *op;
         int r;
 
@@ -290,7 +290,10 @@ static void start_device_action(struct volumes *vs, const struct expectation *e,
         snprintf(target, sizeof(target), "device/%" PRId64, rec->id);
         /* One action per expectation and appearance, also when this is seen twice (a
          * crash before the cursor was saved): the key makes the second insert fail. */
-        snprintf(key, sizeof(key), "on_appear:%.64s:%" PRId64, e->name, seq);
+        if (key_override)
+                snprintf(key, sizeof(key), "%s", key_override);
+        else
+                snprintf(key, sizeof(key), "on_appear:%.64s:%" PRId64, e->name, seq);
         r = vol_start_intent(vs, op, target, p, key, NULL, NULL);
         json_object_put(p);
         if (r == -EEXIST)
@@ -322,7 +325,7 @@ void volumes_after_commit(struct volumes *vs) {
         last = journal_last_seq(vs->d->journal);
         if (last <= vs->event_cursor)
                 return;
-        if (!dev_any_on_appear(vs)) {
+        if (!dev_any_on_appear(vs) && vs->d->n_udev_actions == 0) {
                 vs->event_cursor = last;
                 return;
         }
@@ -364,7 +367,19 @@ static int scan_event(json_object *e, void *userdata) {
         for (size_t i = 0; i < vs->d->drift.n_exps; i++) {
                 const struct expectation *x = vs->d->drift.exps[i];
                 if (x->on_appear && expectation_matches(x, rec))
-                        start_device_action(vs, x, rec, seq);
+                        start_device_action(vs, x, rec, seq, NULL);
+        }
+        /* A udev rule's request for the device that just appeared. */
+        for (size_t i = 0; i < vs->d->n_udev_actions; i++) {
+                struct udev_action *a = &vs->d->udev_actions[i];
+                if (!streq_ptr(a->kname, rec->facts.kname))
+                        continue;
+                (void) volumes_udev_action(vs, rec, a->action, a->seqnum);
+                free(a->kname);
+                free(a->action);
+                memmove(a, a + 1, (vs->d->n_udev_actions - i - 1) * sizeof(*a));
+                vs->d->n_udev_actions--;
+                break;
         }
         return 0;
 }
@@ -377,3 +392,28 @@ void volumes_expectations_changed(struct volumes *vs) {
         save_cursor(vs);
 }
 
+/* A site's udev rule asked for an action (ENV{BLKLEDGER_ON_ADD}) on a device it saw
+ * added. The same checks as an expectation's on_appear; the key is the udev event's
+ * (sequence number of this boot), so the action runs once per event. */
+int volumes_udev_action(struct volumes *vs, const struct device_record *rec, const char *action, uint64_t seqnum) {
+        static char boot_id[40];
+        _cleanup_free_ char *why = NULL;
+        struct expectation e = { .name = (char *) "udev-rule", .on_appear = (char *) action };
+        char key[192];
+
+        if (!vs)
+                return -ENOENT;
+        if (volumes_check_action(action, &why) < 0) {
+                log_warning("device %s: the udev rule's BLKLEDGER_ON_ADD is refused: %s", rec->facts.kname ?: "?",
+                            why ? why : "invalid");
+                return -EINVAL;
+        }
+        if (!boot_id[0]) {
+                _cleanup_free_ char *b = NULL;
+                if (read_one_line("/proc/sys/kernel/random/boot_id", &b) == 0)
+                        snprintf(boot_id, sizeof(boot_id), "%s", b);
+        }
+        snprintf(key, sizeof(key), "udev:%s:%" PRIu64, boot_id, seqnum);
+        start_device_action(vs, &e, rec, (int64_t) seqnum, key);
+        return 0;
+}

@@ -126,6 +126,7 @@ void device_record_free(struct device_record *r) {
         free(r->identity);
         free(r->identity_aux);
         free(r->name);
+        free(r->udev_name);
         device_facts_done(&r->facts);
         free(r);
 }
@@ -486,5 +487,7 @@ json_object *device_record_to_json(const struct device_record *r, json_object *d
         json_object_object_add(o, "last_verified",
                                r->last_verified ? json_object_new_string(format_rfc3339(r->last_verified, ts)) : NULL);
         json_object_object_add(o, "drift", drift ? json_object_get(drift) : json_object_new_array());
+        /* The ledger does not know volumes: methods.c fills it in. */
+        json_object_object_add(o, "volume", NULL);
         return o;
 }

@@ -91,6 +91,8 @@ struct device_record {
                                  * found elsewhere later in the pass, or gone at its sweep */
         int64_t unresponsive_since; /* present but not answering reads since then; 0 = answers.
                                      * On an observation: non-zero = the probe timed out */
+        bool udev_synced;       /* in memory: udev was asked to re-read the name below */
+        char *udev_name;        /* in memory: the name udev last got (its by-ledger link) */
         struct device_facts facts;
 };
 

@@ -461,7 +461,8 @@ static int close_item(struct journal *j, struct drift_item *o, int64_t now, unsi
         if (r < 0)
                 return r;
         (*closed)++;
-        log_info("drift closed: %s%s%s", o->kind, o->name ? " " : "", o->name ? o->name : "");
+        log_msg_id(LOG_LEVEL_INFO, MSGID_DRIFT_CLOSED, "drift closed: %s%s%s", o->kind, o->name ? " " : "",
+                   o->name ? o->name : "");
         return 0;
 }
 
@@ -479,7 +480,8 @@ static int open_item(struct journal *j, struct drift_item *d, int64_t now, unsig
         if (r < 0)
                 return r;
         (*opened)++;
-        log_info("drift opened: %s%s%s", d->kind, d->name ? " " : "", d->name ? d->name : "");
+        log_msg_id(LOG_LEVEL_INFO, MSGID_DRIFT_OPENED, "drift opened: %s%s%s", d->kind, d->name ? " " : "",
+                   d->name ? d->name : "");
         return 0;
 }
 

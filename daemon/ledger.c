@@ -190,7 +190,8 @@ static int mark_gone(struct ledger *l, struct device_record *rec, int64_t now, s
                 r = journal_append_event(l->journal, now, rec->id, "disappeared", before, after, NULL);
         if (r == 0) {
                 st->disappeared++;
-                log_info("device %s (id %lld, %s) disappeared", rec->facts.kname ?: "?", (long long) rec->id,
+                log_msg_id(LOG_LEVEL_INFO, MSGID_DEVICE_DISAPPEARED, "device %s (id %lld, %s) disappeared",
+                           rec->facts.kname ?: "?", (long long) rec->id,
                          rec->identity);
         }
 out:
@@ -273,7 +274,8 @@ static int update_unresponsive(struct ledger *l, struct device_record *rec, cons
         if (r == 0 && was_gone)
                 st->appeared++;
         if (r == 0)
-                log_warning("device %s (id %lld) does not answer reads", rec->facts.kname ?: "?", (long long) rec->id);
+                log_msg_id(LOG_LEVEL_WARNING, MSGID_DEVICE_UNRESPONSIVE, "device %s (id %lld) does not answer reads",
+                           rec->facts.kname ?: "?", (long long) rec->id);
 out:
         json_object_put(before);
         json_object_put(after);
@@ -339,8 +341,9 @@ static int update_record(struct ledger *l, struct device_record *rec, const stru
                         st->appeared++;
                 else
                         st->changed++;
-                log_info("device %s (id %lld, %s) %s", rec->facts.kname ?: "?", (long long) rec->id, rec->identity,
-                         was_gone ? "reappeared" : "answers again");
+                log_msg_id(LOG_LEVEL_INFO, was_gone ? MSGID_DEVICE_APPEARED : NULL, "device %s (id %lld, %s) %s",
+                           rec->facts.kname ?: "?", (long long) rec->id, rec->identity,
+                           was_gone ? "reappeared" : "answers again");
         } else if (json_object_object_length(after) > 0) {
                 r = journal_append_event(l->journal, now, rec->id, "changed", before, after, NULL);
                 if (r < 0)
@@ -409,7 +412,8 @@ static int insert_record(struct ledger *l, const struct device_record *obs, int6
         json_object_put(after);
         l->recs[l->n_recs++] = rec;
         st->appeared++;
-        log_info("device %s (id %lld, %s) appeared", rec->facts.kname ?: "?", (long long) rec->id, rec->identity);
+        log_msg_id(LOG_LEVEL_INFO, MSGID_DEVICE_APPEARED, "device %s (id %lld, %s) appeared", rec->facts.kname ?: "?",
+                   (long long) rec->id, rec->identity);
         return 0;
 fail:
         json_object_put(before);

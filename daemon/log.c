@@ -32,7 +32,7 @@ int log_parse_level(const char *s) {
         return -EINVAL;
 }
 
-static void log_write(int level, const char *msg) {
+static void log_write_id(int level, const char *message_id, const char *msg) {
         static const char *const names[] = {
                 [LOG_LEVEL_ERROR] = "error", [LOG_LEVEL_WARNING] = "warning",
                 [LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
@@ -47,9 +47,15 @@ static void log_write(int level, const char *msg) {
         }
         /* The journal's native protocol; when journald is absent it fails and we fall
          * back to syslog so nothing is lost on systems without it. */
-        if (sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level,
-                            "SYSLOG_IDENTIFIER=blkledgerd", NULL) < 0)
+        if ((message_id ? sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level, "SYSLOG_IDENTIFIER=blkledgerd",
+                                          "MESSAGE_ID=%s", message_id, NULL)
+                        : sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level, "SYSLOG_IDENTIFIER=blkledgerd",
+                                          NULL)) < 0)
                 syslog(level, "%s", msg);
+}
+
+static void log_write(int level, const char *msg) {
+        log_write_id(level, NULL, msg);
 }
 
 static void log_va(int level, int errnum, const char *fmt, va_list ap) _printf_(3, 0);
@@ -63,6 +69,18 @@ static void log_va(int level, int errnum, const char *fmt, va_list ap) {
         if (errnum != 0 && (size_t) n < sizeof(buf))
                 snprintf(buf + n, sizeof(buf) - (size_t) n, ": %s", strerror(abs(errnum)));
         log_write(level, buf);
+}
+
+void log_msg_id(int level, const char *message_id, const char *fmt, ...) {
+        char buf[2048];
+        va_list ap;
+
+        if (level > log_level)
+                return;
+        va_start(ap, fmt);
+        if (vsnprintf(buf, sizeof(buf), fmt, ap) >= 0)
+                log_write_id(level, message_id, buf);
+        va_end(ap);
 }
 
 void log_msg(int level, const char *fmt, ...) {

@@ -20,7 +20,18 @@ void log_setup(bool foreground, int level);
 int log_get_level(void);
 int log_parse_level(const char *s);
 
+/* Stable MESSAGE_IDs of the events a service manager or a monitoring rule wants to find
+ * in the journal (journalctl MESSAGE_ID=...); never change one once released. */
+#define MSGID_DEVICE_APPEARED "1c1cdaa1a4f84828a39d99664f2e8fdd"
+#define MSGID_DEVICE_DISAPPEARED "0941459a82794f48a5dd9d87b0e18d8e"
+#define MSGID_DRIFT_OPENED "c4f0644fb2cb436087101ea778897c29"
+#define MSGID_DRIFT_CLOSED "d05daae623d14011b2f937c6084eaeee"
+#define MSGID_INTENT_FAILED "e0ecc18ad69a40cf8a3dab2800cb8b9b"
+#define MSGID_DEVICE_UNRESPONSIVE "34580a33225942bca37380f47dca449c"
+
 void log_msg(int level, const char *fmt, ...) _printf_(2, 3);
+/* log_msg with a MESSAGE_ID (in the foreground, "[id]" before the text). */
+void log_msg_id(int level, const char *message_id, const char *fmt, ...) _printf_(3, 4);
 /* Appends ": strerror(errnum)" and returns -|errnum| so callers can return it. */
 int log_errno(int level, int errnum, const char *fmt, ...) _printf_(3, 4);
 

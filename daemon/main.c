@@ -173,7 +173,8 @@ static int start_serving(struct daemon *d) {
                        &d->server);
         if (r < 0)
                 return log_error_errno(r, "cannot serve %s", d->opts.socket_path);
-        log_info("serving %s (%zu devices in the ledger, %zu verified; events from %s)", d->opts.socket_path,
+        log_info("serving %s (%zu devices in the ledger, %zu verified; events from %s)",
+                 d->socket_activated ? "the passed socket" : d->opts.socket_path,
                  d->ledger.n_recs, ledger_count_verified(&d->ledger), monitor_source_name(d->monitor));
         sd_notifyf(0, "READY=1\nSTATUS=Serving %zu devices\nMAINPID=%d", d->ledger.n_recs, (int) getpid());
         return 0;
@@ -370,10 +371,33 @@ int main(int argc, char **argv) {
         }
         free(error);
         error = NULL;
-        r = server_bind(d.opts.socket_path, &d.socket_fd, &d.socket_lock_fd, &error);
-        if (r < 0) {
-                log_error("%s", error ? error : strerror(-r));
+        /* Socket activation (blkledgerd.socket): systemd owns the path and passes the
+         * listening socket; it is ours to serve, not to bind, lock or remove. */
+        r = sd_listen_fds(1);
+        if (r > 1) {
+                log_error("%d sockets were passed; blkledgerd serves one", r);
                 goto out_monitor;
+        }
+        if (r == 1) {
+                if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                        log_error("the socket passed by the service manager is not a listening Unix stream socket");
+                        goto out_monitor;
+                }
+                d.socket_fd = SD_LISTEN_FDS_START;
+                (void) fcntl(d.socket_fd, F_SETFD, FD_CLOEXEC);
+                /* The server accepts until EAGAIN: a blocking listener would hang it. */
+                if (fcntl(d.socket_fd, F_SETFL, fcntl(d.socket_fd, F_GETFL) | O_NONBLOCK) < 0) {
+                        log_error_errno(errno, "cannot make the passed socket non-blocking");
+                        goto out_monitor;
+                }
+                d.socket_activated = true;
+                log_info("serving the socket passed by the service manager");
+        } else {
+                r = server_bind(d.opts.socket_path, &d.socket_fd, &d.socket_lock_fd, &error);
+                if (r < 0) {
+                        log_error("%s", error ? error : strerror(-r));
+                        goto out_monitor;
+                }
         }
         r = record_start(&d);
         if (r < 0) {
@@ -424,10 +448,12 @@ out_timer:
         if (record_daemon_event(&d, "daemon_stopped", NULL) < 0)
                 log_warning("cannot record the stop in the journal");
 out_socket:
-        /* The socket path is ours while we hold its lock. */
-        unlink(d.opts.socket_path);
+        /* The socket path is ours while we hold its lock (not when systemd passed it). */
+        if (!d.socket_activated)
+                unlink(d.opts.socket_path);
         close(d.socket_fd);
-        close(d.socket_lock_fd);
+        if (d.socket_lock_fd >= 0)
+                close(d.socket_lock_fd);
 out_monitor:
         monitor_free(d.monitor);
 out_udev:

@@ -10,6 +10,16 @@
 #define EVENTS_PAGE_DEFAULT 1000
 #define EVENTS_PAGE_MAX 10000
 
+/* A record as clients see it: its facts, its drift, and the volume it is. */
+static json_object *device_json(struct daemon *d, const struct device_record *r, json_object *drift) {
+        json_object *o = device_record_to_json(r, drift);
+        const char *vol = r->state == DEVICE_PRESENT ? volumes_name_of_file(d->volumes, r->facts.loop_backing_file) : NULL;
+
+        if (o)
+                json_object_object_add(o, "volume", vol ? json_object_new_string(vol) : NULL);
+        return o;
+}
+
 static int reply_and_put(struct client *c, json_object *p) {
         int r;
 
@@ -88,7 +98,7 @@ static int method_list_devices(struct client *c, json_object *params, unsigned f
                 if (state >= 0 && (int) r->state != state)
                         continue;
                 json_object *drift = drift_kinds_of_device(&d->drift, r->id);
-                json_object_array_add(arr, device_record_to_json(r, drift));
+                json_object_array_add(arr, device_json(d, r, drift));
                 json_object_put(drift);
         }
         json_object_object_add(p, "devices", arr);
@@ -129,7 +139,7 @@ static int method_get_device(struct client *c, json_object *params, unsigned fla
                 return -ENOMEM;
         {
                 json_object *drift = drift_kinds_of_device(&d->drift, rec->id);
-                json_object_object_add(p, "device", device_record_to_json(rec, drift));
+                json_object_object_add(p, "device", device_json(d, rec, drift));
                 json_object_put(drift);
         }
         return reply_and_put(c, p);
@@ -264,10 +274,11 @@ static int method_set_name(struct client *c, json_object *params, unsigned flags
                 return r;
         server_notify_events(d->server);
         reconcile_evaluate_drift(d);
+        reconcile_names_changed(d);
         {
                 json_object *p = json_object_new_object(), *drift = drift_kinds_of_device(&d->drift, rec->id);
                 if (p)
-                        json_object_object_add(p, "device", device_record_to_json(rec, drift));
+                        json_object_object_add(p, "device", device_json(d, rec, drift));
                 json_object_put(drift);
                 return reply_and_put(c, p);
         }

@@ -15,6 +15,8 @@
  * (Reconcile), which waits for a pass that starts after it asked. */
 #include "config.h"
 
+#include <fcntl.h>
+
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -393,9 +395,68 @@ static struct batch *batch_new(struct daemon *d, struct pass *pass) {
         return b;
 }
 
+/* udev learns a name through blkledger-udev when it processes an event of the device;
+ * a name the ledger gives or changes later (a volume's device, SetName, a device that
+ * came back) needs one: a "change" uevent, asked for through sysfs. Only with udevd. */
+static void push_names_to_udev(struct daemon *d) {
+        if (!d->monitor || !streq(monitor_source_name(d->monitor), "udev"))
+                return;
+        for (size_t i = 0; i < d->ledger.n_recs; i++) {
+                struct device_record *r = d->ledger.recs[i];
+                char path[128];
+                int fd;
+
+                if (r->state != DEVICE_PRESENT || !r->facts.kname) {
+                        r->udev_synced = false; /* when it comes back, tell udev again */
+                        continue;
+                }
+                if (r->udev_synced && streq_ptr(r->udev_name, r->name))
+                        continue;
+                if (!r->udev_synced && !r->name) {
+                        r->udev_synced = true; /* nothing udev would not know */
+                        continue;
+                }
+                snprintf(path, sizeof(path), "/sys/class/block/%s/uevent", r->facts.kname);
+                fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0 || write(fd, "change", 6) != 6)
+                        log_debug("cannot ask udev to re-read %s: %m", r->facts.kname);
+                if (fd >= 0)
+                        close(fd);
+                r->udev_synced = true;
+                free(r->udev_name);
+                r->udev_name = r->name ? strdup(r->name) : NULL;
+        }
+}
+
+/* Actions udev rules asked for that no appearance took within 30 s. */
+static void expire_udev_actions(struct daemon *d) {
+        int64_t now = now_monotonic_usec();
+
+        for (size_t i = 0; i < d->n_udev_actions;) {
+                struct udev_action *a = &d->udev_actions[i];
+
+                if (now < a->expires) {
+                        i++;
+                        continue;
+                }
+                log_info("device %s: its udev rule's action %s was not used (the device did not appear)", a->kname,
+                         a->action);
+                free(a->kname);
+                free(a->action);
+                memmove(a, a + 1, (d->n_udev_actions - i - 1) * sizeof(*a));
+                d->n_udev_actions--;
+        }
+}
+
+void reconcile_names_changed(struct daemon *d) {
+        push_names_to_udev(d);
+}
+
 static void after_commit(struct daemon *d) {
         volumes_name_devices(d->volumes);
         volumes_after_commit(d->volumes);
+        push_names_to_udev(d);
+        expire_udev_actions(d);
         if (d->server)
                 server_notify_events(d->server);
 }
@@ -809,6 +870,39 @@ void reconcile_queue_device(struct daemon *d, struct udev_device *dev) {
                 d->n_pending++;
         }
         p->dev = remove ? NULL : udev_device_ref(dev);
+        /* A site's rule asks for an action on a device (only events udevd processed
+         * carry it). It is taken when the ledger sees the device appear, in
+         * device-actions.c; the newest request of a name replaces an older one. */
+        if (!remove) {
+                const char *want = udev_device_get_property_value(dev, "BLKLEDGER_ON_ADD");
+                struct udev_action *n = NULL;
+
+                for (size_t i = 0; !isempty(want) && i < d->n_udev_actions; i++)
+                        if (streq(d->udev_actions[i].kname, kname)) {
+                                n = &d->udev_actions[i];
+                                free(n->kname);
+                                free(n->action);
+                                break;
+                        }
+                if (!n && !isempty(want) && strlen(want) < 4096 &&
+                    (n = realloc(d->udev_actions, (d->n_udev_actions + 1) * sizeof(*n)))) {
+                        d->udev_actions = n;
+                        n = &d->udev_actions[d->n_udev_actions++];
+                }
+                if (n) {
+                        *n = (struct udev_action) {
+                                .kname = strdup(kname),
+                                .action = strdup(want),
+                                .seqnum = udev_device_get_seqnum(dev),
+                                .expires = now_monotonic_usec() + 30 * USEC_PER_SEC,
+                        };
+                        if (!n->kname || !n->action) {
+                                free(n->kname);
+                                free(n->action);
+                                *n = d->udev_actions[--d->n_udev_actions];
+                        }
+                }
+        }
         d->batch_defer.fn = run_batch;
         d->batch_defer.userdata = d;
         ev_defer_queue(d->loop, &d->batch_defer);
@@ -852,7 +946,18 @@ void reconcile_done(struct daemon *d) {
         }
 }
 
+static void free_udev_actions(struct daemon *d) {
+        for (size_t i = 0; i < d->n_udev_actions; i++) {
+                free(d->udev_actions[i].kname);
+                free(d->udev_actions[i].action);
+        }
+        free(d->udev_actions);
+        d->udev_actions = NULL;
+        d->n_udev_actions = 0;
+}
+
 void reconcile_free_probes(struct daemon *d) {
+        free_udev_actions(d);
         /* After the engine is gone no probe will come back: free what is left. */
         if (d->enumerating) {
                 free_syspaths(d->enumerating->syspaths, d->enumerating->n);

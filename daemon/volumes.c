@@ -775,8 +775,10 @@ void vol_crash_step(const struct action *a, unsigned step, const char *when) {
 static void end_action(struct volumes *vs, struct action *a) {
         struct intent *it = a->it;
 
-        log_info("intent %" PRId64 " (%s %s) %s%s%s", it->id, it->op, it->target, intent_state_to_string(it->state),
-                 it->last_error ? ": " : "", it->last_error ?: "");
+        log_msg_id(it->state == INTENT_SUCCEEDED ? LOG_LEVEL_INFO : LOG_LEVEL_WARNING,
+                   it->state == INTENT_SUCCEEDED ? NULL : MSGID_INTENT_FAILED, "intent %" PRId64 " (%s %s) %s%s%s",
+                   it->id, it->op, it->target, intent_state_to_string(it->state), it->last_error ? ": " : "",
+                   it->last_error ?: "");
         vs->running = NULL;
         remove_open(vs, it);
         reply_waiters(vs, it);

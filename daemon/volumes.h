@@ -99,6 +99,9 @@ void volumes_expectations_changed(struct volumes *vs);
 /* Checks an on_appear action ("format-if-blank:TYPE", "run:/PROGRAM"); -EINVAL with
  * an allocated reason. */
 int volumes_check_action(const char *spec, char **ret_why);
+/* A udev rule's ENV{BLKLEDGER_ON_ADD} on a device that was added (seqnum: udev's). */
+struct device_record;
+int volumes_udev_action(struct volumes *vs, const struct device_record *rec, const char *action, uint64_t seqnum);
 /* An on-demand reconcile: retry due work at once. */
 void volumes_retry_now(struct volumes *vs);
 /* The name of the volume whose backing file is path, or NULL. */

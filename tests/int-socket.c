@@ -588,8 +588,43 @@ static void test_cli_errors(void **state) {
         assert_non_null(strstr(out, "event_source"));
 }
 
+static bool activated_answers(void *userdata) {
+        return tl_sh(NULL, "'%s/blkledger' --socket '%s' status >/dev/null 2>&1", tl_builddir(), (char *) userdata) == 0;
+}
+
+/* Socket activation: the service manager owns the path and passes the listening socket
+ * (systemd-socket-activate does what blkledgerd.socket does); the first client starts the
+ * daemon and is answered; a stop leaves the socket to its owner. */
+static void test_socket_activation(void **state) {
+        _cleanup_free_ char *sock = NULL, *pid = NULL, *log = NULL;
+        int64_t p;
+
+        if (access("/usr/bin/systemd-socket-activate", X_OK) < 0)
+                skip();
+        assert_true(asprintf(&sock, "%s/activated.sock", tl_tmpdir()) > 0);
+        assert_true(asprintf(&log, "%s/activated.log", tl_tmpdir()) > 0);
+        assert_int_equal(tl_sh(&pid,
+                               "systemd-socket-activate -l '%s' '%s/blkledgerd' --foreground --state-dir '%s/activated' "
+                               "--scope loop:%s/img >'%s' 2>&1 & echo $!",
+                               sock, tl_builddir(), tl_tmpdir(), tl_tmpdir(), log),
+                         0);
+        assert_int_equal(parse_int64(strtok(pid, "\n"), &p), 0);
+        tl_register_pid((pid_t) p);
+        /* It execs the daemon on the first connection, in its own process. */
+        assert_true(tl_wait_for(20000, activated_answers, sock));
+        tl_sh(NULL, "cat '%s' >&2", log);
+        assert_int_equal(tl_sh(NULL, "grep -q 'serving the socket passed by the service manager' '%s'", log), 0);
+        assert_int_equal(kill((pid_t) p, SIGTERM), 0);
+        for (int i = 0; i < 100 && kill((pid_t) p, 0) == 0; i++)
+                usleep(50000);
+        assert_int_equal(tl_sh(NULL, "grep -q 'received SIGTERM' '%s'", log), 0);
+        /* Not ours to remove. */
+        assert_int_equal(access(sock, F_OK), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_socket_activation),
                 cmocka_unit_test(test_varlink_service),
                 cmocka_unit_test(test_garbage),
                 cmocka_unit_test(test_unprivileged),

@@ -14,52 +14,18 @@
 #include "testlib.h"
 #include "util.h"
 
-#define UDEVD "/lib/systemd/systemd-udevd"
-
 static struct tl_daemon *daemon_;
-static bool started_udevd;
-static pid_t udevd_pid;
-
-/* Gone, or a zombie waiting for a parent that is not us. */
-static bool process_gone(void *userdata) {
-        _cleanup_free_ char *st = NULL;
-        return tl_sh(&st, "awk '{print $3}' /proc/%d/stat 2>/dev/null", (int) udevd_pid) != 0 || !st ||
-               st[0] == 0 || st[0] == 'Z';
-}
-
-static bool udevd_answers(void *userdata) {
-        return tl_sh(NULL, "udevadm control --ping -t 1 >/dev/null 2>&1") == 0;
-}
 
 static int setup(void **state) {
         tl_require_devices();
-        if (access(UDEVD, X_OK) < 0)
-                tl_skip("systemd-udevd is not installed (Debian package udev)");
-        if (!udevd_answers(NULL)) {
-                _cleanup_free_ char *pid = NULL;
-                if (tl_sh(NULL, "%s --daemon", UDEVD) != 0)
-                        tl_skip("systemd-udevd does not start here");
-                started_udevd = true;
-                if (!tl_wait_for(10000, udevd_answers, NULL))
-                        return -1;
-                /* If this test dies before teardown, the harness stops udevd. */
-                if (tl_sh(&pid, "pidof -s systemd-udevd") == 0 && pid) {
-                        udevd_pid = (pid_t) atoi(pid);
-                        tl_register_pid(udevd_pid);
-                }
-        }
+        tl_udevd_start();
         daemon_ = tl_daemon_start("udevd", NULL);
         return daemon_ ? 0 : -1;
 }
 
 static int teardown(void **state) {
         tl_daemon_free(daemon_);
-        if (started_udevd) {
-                tl_sh(NULL, "udevadm control --exit >/dev/null 2>&1");
-                /* Wait until it is really gone, so the next test sees no udevd. */
-                if (udevd_pid > 0 && !tl_wait_for(10000, process_gone, NULL))
-                        fprintf(stderr, "systemd-udevd (pid %d) did not exit\n", (int) udevd_pid);
-        }
+        tl_udevd_stop();
         return 0;
 }
 
@@ -113,7 +79,5 @@ int main(void) {
                 cmocka_unit_test(test_attach_detach_through_udevd),
         };
         tl_require_devices();
-        if (access(UDEVD, X_OK) < 0)
-                tl_skip("systemd-udevd is not installed (Debian package udev)");
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1188,8 +1188,8 @@ static void test_record_to_json(void **state) {
                 if (!json_object_object_get_ex(j, device_fields[i].name, NULL))
                         fail_msg("member '%s' missing", device_fields[i].name);
         /* id, name, identity, identity_kind, state, first_seen, last_seen,
-         * unresponsive_since, verified, last_verified, drift */
-        assert_int_equal(json_object_object_length(j), device_fields_count + 11);
+         * unresponsive_since, verified, last_verified, drift, volume */
+        assert_int_equal(json_object_object_length(j), device_fields_count + 12);
 
         /* No name, never verified, not verified since this start, no drift. */
         assert_true(json_object_object_get_ex(j, "name", &v));
@@ -1262,7 +1262,7 @@ static void test_record_to_json(void **state) {
                 r->last_verified = 1795820462123456LL + 1000000;
                 j = device_record_to_json(r, drift);
                 assert_non_null(j);
-                assert_int_equal(json_object_object_length(j), device_fields_count + 11);
+                assert_int_equal(json_object_object_length(j), device_fields_count + 12);
                 assert_true(json_object_object_get_ex(j, "name", &v));
                 assert_string_equal(json_object_get_string(v), "backup-disk");
                 assert_true(json_object_object_get_ex(j, "identity_kind", &v));

@@ -708,3 +708,47 @@ int64_t tl_int(json_object *o, const char *key) {
                 return -1;
         return json_object_get_int64(v);
 }
+
+#define UDEVD "/lib/systemd/systemd-udevd"
+static bool started_udevd;
+static pid_t udevd_pid;
+
+/* Gone, or a zombie waiting for a parent that is not us. */
+static bool udevd_gone(void *userdata) {
+        _cleanup_free_ char *st = NULL;
+        return tl_sh(&st, "awk '{print $3}' /proc/%d/stat 2>/dev/null", (int) udevd_pid) != 0 || !st ||
+               st[0] == 0 || st[0] == 'Z';
+}
+
+static bool udevd_answers(void *userdata) {
+        return tl_sh(NULL, "udevadm control --ping -t 1 >/dev/null 2>&1") == 0;
+}
+
+void tl_udevd_start(void) {
+        _cleanup_free_ char *pid = NULL;
+
+        if (access(UDEVD, X_OK) < 0)
+                tl_skip("systemd-udevd is not installed (Debian package udev)");
+        if (udevd_answers(NULL))
+                return;
+        if (tl_sh(NULL, "%s --daemon", UDEVD) != 0)
+                tl_skip("systemd-udevd does not start here");
+        started_udevd = true;
+        if (!tl_wait_for(10000, udevd_answers, NULL))
+                tl_skip("systemd-udevd did not answer after its start");
+        /* If this test dies before tl_udevd_stop(), the harness stops udevd. */
+        if (tl_sh(&pid, "pidof -s systemd-udevd") == 0 && pid) {
+                udevd_pid = (pid_t) atoi(pid);
+                tl_register_pid(udevd_pid);
+        }
+}
+
+void tl_udevd_stop(void) {
+        if (!started_udevd)
+                return;
+        tl_sh(NULL, "udevadm control --exit >/dev/null 2>&1");
+        /* Wait until it is really gone, so the next test sees no udevd. */
+        if (udevd_pid > 0 && !tl_wait_for(10000, udevd_gone, NULL))
+                fprintf(stderr, "systemd-udevd (pid %d) did not exit\n", (int) udevd_pid);
+        started_udevd = false;
+}

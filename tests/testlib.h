@@ -76,6 +76,12 @@ bool tl_daemon_alive(struct tl_daemon *d);
 void tl_daemon_print_log(struct tl_daemon *d);
 void tl_daemon_free(struct tl_daemon *d);
 
+/* systemd-udevd for the tests that need it: started when it is not running (exits 77
+ * when it cannot be), stopped again by tl_udevd_stop() only if this test started it;
+ * the harness kills it if the test dies. */
+void tl_udevd_start(void);
+void tl_udevd_stop(void);
+
 /* Runs a shell command; returns its exit status (or -1); output in *ret_out if non-NULL. */
 int tl_sh(char **ret_out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Runs "blkledger --socket SOCK ARGS" (the format is printf's); returns its exit status,

@@ -38,7 +38,8 @@ static const struct command {
         const char *help;  /* what it does */
 } commands[] = {
         { "list", CMD_LIST, 0, 0, OPT_STATE, "[--state present|gone]",
-          "Every device the ledger knows, present or gone: name, drift marker (!) and facts." },
+          "Every device the ledger knows, present or gone: name, facts, state (? when not yet\n"
+          "verified since the daemon started) and the kinds of its open drift." },
         { "show", CMD_SHOW, 1, 1, 0, "DEVICE|ID",
           "One device, by ledger id, ledger name, kernel name, /dev path or MAJ:MIN." },
         { "history", CMD_HISTORY, 0, 1, OPT_SINCE | OPT_LIMIT, "[DEVICE|ID] [--since SEQ] [--limit N]",
@@ -64,28 +65,31 @@ static const struct command {
         { "drift", CMD_DRIFT, 0, 0, 0, "",
           "Every open difference between desired and actual state, or between the ledger and\n"
           "the devices: missing, unexpected_fs, label_mismatch, too_small, identity_conflict,\n"
-          "duplicate_uuid." },
+          "duplicate_uuid, unresponsive; of volumes: orphan_file, orphan_loop,\n"
+          "volume_file_missing, intent_failed." },
         { "volume create", CMD_VOLUME_CREATE, 1, 1, OPT_SIZE | OPT_FS | OPT_LABEL | OPT_KEY,
-          "NAME --size SIZE [--fs TYPE] [--label LABEL]",
+          "NAME --size SIZE [--fs TYPE] [--label LABEL] [--idempotency-key KEY]",
           "Create a managed volume: a sparse file in the daemon's volume directory, attached\n"
-          "as a loop device, made with mkfs.TYPE (ext2, ext3, ext4, xfs, btrfs, vfat, exfat,\n"
-          "swap). The same command again returns the volume. Root only." },
+          "as a loop device, made with mkfs.TYPE (ext2, ext3, ext4, xfs, btrfs, vfat, exfat)\n"
+          "or mkswap (swap). The same command again returns the volume; with the same\n"
+          "--idempotency-key any repeat answers with the first call's outcome. Root only." },
         { "volume list", CMD_VOLUME_LIST, 0, 0, 0, "", "The managed volumes." },
         { "volume show", CMD_VOLUME_SHOW, 1, 1, 0, "NAME", "One managed volume." },
-        { "volume resize", CMD_VOLUME_RESIZE, 1, 1, OPT_SIZE | OPT_KEY, "NAME --size SIZE",
+        { "volume resize", CMD_VOLUME_RESIZE, 1, 1, OPT_SIZE | OPT_KEY, "NAME --size SIZE [--idempotency-key KEY]",
           "Grow a volume: the file, the loop device, and the filesystem where its tool can\n"
           "(ext2/3/4 on or off line, xfs and btrfs while mounted). Volumes never shrink. Root only." },
-        { "volume attach", CMD_VOLUME_ATTACH, 1, 1, OPT_KEY, "NAME", "Attach a detached volume. Root only." },
-        { "volume detach", CMD_VOLUME_DETACH, 1, 1, OPT_FORCE | OPT_KEY, "NAME [--force]",
+        { "volume attach", CMD_VOLUME_ATTACH, 1, 1, OPT_KEY, "NAME [--idempotency-key KEY]",
+          "Attach a detached volume. Root only." },
+        { "volume detach", CMD_VOLUME_DETACH, 1, 1, OPT_FORCE | OPT_KEY, "NAME [--force] [--idempotency-key KEY]",
           "Detach a volume's loop device; a mounted or written volume needs --force. Root only." },
         { "volume delete", CMD_VOLUME_DELETE, 1, 1, OPT_FORCE | OPT_KEEP_FILE | OPT_KEY,
-          "NAME [--keep-file] [--force]",
+          "NAME [--keep-file] [--force] [--idempotency-key KEY]",
           "Detach a volume and remove its file (kept with --keep-file); a mounted or written\n"
           "volume needs --force. Root only." },
-        { "volume adopt", CMD_VOLUME_ADOPT, 1, 1, OPT_KEY, "PATH",
-          "Make a file in the volume directory that no volume claims (drift orphan_file) the\n"
-          "volume NAME, from its name NAME.img. Nothing is written to it. Root only." },
-        { "volume forget", CMD_VOLUME_FORGET, 1, 1, OPT_KEY, "NAME",
+        { "volume adopt", CMD_VOLUME_ADOPT, 1, 1, OPT_KEY, "DIR/NAME.img [--idempotency-key KEY]",
+          "Make a file in the volume directory that no volume claims (drift orphan_file) a\n"
+          "volume; its name comes from the file's (NAME.img). Nothing is written to it. Root only." },
+        { "volume forget", CMD_VOLUME_FORGET, 1, 1, OPT_KEY, "NAME [--idempotency-key KEY]",
           "Drop a volume's record, leaving its file and loop device alone (for a volume whose\n"
           "file is gone: drift volume_file_missing). Root only." },
         { "intents", CMD_INTENTS, 0, 0, OPT_LIMIT | OPT_UNFINISHED, "[--unfinished] [--limit N]",
