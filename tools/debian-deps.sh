@@ -9,8 +9,9 @@ liburing-dev libblkid-dev libudev-dev libsqlite3-dev libjson-c-dev libsystemd-de
 # mkfs tools and blkid make real test devices; sqlite3 reads journals; udev provides
 # systemd-udevd for the udev tests; varlink-go has the reference interface parser;
 # xz-utils packs the distcheck tarball; libfuse3-dev and fuse3 make the hung device; the
-# probe test formats one image with each of the other mkfs tools.
-test="$build libcmocka-dev util-linux mount e2fsprogs sqlite3 udev varlink-go procps sysvinit-utils xz-utils
+# probe test formats one image with each of the other mkfs tools; systemd has
+# systemd-analyze (the units' test) and systemd-socket-activate.
+test="$build libcmocka-dev util-linux mount e2fsprogs sqlite3 udev systemd varlink-go procps sysvinit-utils xz-utils
 libfuse3-dev fuse3 xfsprogs btrfs-progs dosfstools exfatprogs squashfs-tools genisoimage cryptsetup-bin"
 
 case ${1:-test} in
