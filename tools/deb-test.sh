@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
         --outdir=*) outdir=${1#--outdir=} ;;
         --fail-on) [ $# -ge 2 ] || die "--fail-on needs a level"; fail_on=$2; shift ;;
         --fail-on=*) fail_on=${1#--fail-on=} ;;
-        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '3,/^set -eu/p' "$0" | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
         esac
         shift
