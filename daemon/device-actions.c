@@ -30,13 +30,13 @@ int volumes_check_action(const char *spec, char **ret_why) {
                 if (rest[0] != '/' || strlen(rest) >= PATH_MAX)
                         *ret_why = strdup("run: needs an absolute path");
                 else if (lstat(rest, &st) < 0)
-                        (void) asprintf(ret_why, "run: %s: %s", rest, strerror(errno));
+                        (void) asprintf_or_null(ret_why, "run: %s: %s", rest, strerror(errno));
                 else if (!S_ISREG(st.st_mode))
-                        (void) asprintf(ret_why, "run: %s is not a regular file", rest);
+                        (void) asprintf_or_null(ret_why, "run: %s is not a regular file", rest);
                 else if (st.st_uid != 0 || (st.st_mode & 022))
-                        (void) asprintf(ret_why, "run: %s must be owned by root and writable by no one else", rest);
+                        (void) asprintf_or_null(ret_why, "run: %s must be owned by root and writable by no one else", rest);
                 else if (!(st.st_mode & 0100))
-                        (void) asprintf(ret_why, "run: %s is not executable", rest);
+                        (void) asprintf_or_null(ret_why, "run: %s is not executable", rest);
                 else
                         return 0;
                 if (!*ret_why)

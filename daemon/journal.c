@@ -207,13 +207,13 @@ static int peek_version(const char *path, int64_t *ret, char **ret_error) {
         if (fd < 0) {
                 r = -errno;
                 if (ret_error)
-                        (void) asprintf(ret_error, "cannot read journal %s: %s", path, strerror(errno));
+                        (void) asprintf_or_null(ret_error, "cannot read journal %s: %s", path, strerror(errno));
                 return r;
         }
         n = pread(fd, h, sizeof(h), 0);
         if (n != (ssize_t) sizeof(h) || memcmp(h, magic, sizeof(magic)) != 0) {
                 if (ret_error)
-                        (void) asprintf(ret_error, "journal %s is not an SQLite database; refusing to touch it", path);
+                        (void) asprintf_or_null(ret_error, "journal %s is not an SQLite database; refusing to touch it", path);
                 return -EBADMSG;
         }
         *ret = (int64_t) ((uint32_t) h[60] << 24 | (uint32_t) h[61] << 16 | (uint32_t) h[62] << 8 | h[63]);
@@ -232,7 +232,7 @@ static int peek_version(const char *path, int64_t *ret, char **ret_error) {
         r = query_int(db, "PRAGMA user_version", ret);
 out:
         if (r < 0 && ret_error)
-                (void) asprintf(ret_error, "cannot read journal %s: %s", path,
+                (void) asprintf_or_null(ret_error, "cannot read journal %s: %s", path,
                                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return r;
@@ -264,7 +264,7 @@ static int migrate(struct journal *j, int64_t from, char **ret_error) {
                 continue;
         fail:
                 if (ret_error)
-                        (void) asprintf(ret_error, "migration of journal %s to schema %lld failed: %s",
+                        (void) asprintf_or_null(ret_error, "migration of journal %s to schema %lld failed: %s",
                                         j->path, (long long) v + 1, sqlite3_errmsg(j->db));
                 return r;
         }
@@ -279,7 +279,7 @@ static int check_columns(struct journal *j, char **ret_error) {
                                                        NULL, NULL, NULL, NULL, NULL);
                 if (rc != SQLITE_OK) {
                         if (ret_error)
-                                (void) asprintf(ret_error, "journal %s lacks column devices.%s",
+                                (void) asprintf_or_null(ret_error, "journal %s lacks column devices.%s",
                                                 j->path, device_fields[i].name);
                         return -EBADMSG;
                 }
@@ -397,7 +397,7 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
                         return r;
                 if (version > JOURNAL_SCHEMA_VERSION) {
                         if (ret_error)
-                                (void) asprintf(ret_error,
+                                (void) asprintf_or_null(ret_error,
                                                 "journal %s has schema version %lld, newer than the %d this "
                                                 "blkledgerd understands; refusing to touch it (use a newer blkledgerd)",
                                                 path, (long long) version, JOURNAL_SCHEMA_VERSION);
@@ -417,7 +417,7 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
         if (rc != SQLITE_OK) {
                 r = sqlite_to_errno(rc);
                 if (ret_error)
-                        (void) asprintf(ret_error, "cannot open journal %s: %s", path,
+                        (void) asprintf_or_null(ret_error, "cannot open journal %s: %s", path,
                                         j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc));
                 goto fail;
         }
@@ -440,7 +440,7 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
                         if (r == 0)
                                 r = -EIO;
                         if (ret_error)
-                                (void) asprintf(ret_error, "cannot put journal %s in WAL mode: %s", path,
+                                (void) asprintf_or_null(ret_error, "cannot put journal %s in WAL mode: %s", path,
                                                 sqlite3_errmsg(j->db));
                         goto fail;
                 }
@@ -456,7 +456,7 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
                 /* Raced with a newer daemon between peek and open: still do not touch it. */
                 r = -EPROTONOSUPPORT;
                 if (ret_error)
-                        (void) asprintf(ret_error, "journal %s has schema version %lld, newer than %d",
+                        (void) asprintf_or_null(ret_error, "journal %s has schema version %lld, newer than %d",
                                         path, (long long) version, JOURNAL_SCHEMA_VERSION);
                 goto fail;
         }
@@ -479,7 +479,7 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
         return 0;
 fail:
         if (ret_error && !*ret_error)
-                (void) asprintf(ret_error, "cannot open journal %s: %s", path, strerror(-r));
+                (void) asprintf_or_null(ret_error, "cannot open journal %s: %s", path, strerror(-r));
         journal_close(j);
         return r;
 }

@@ -820,7 +820,7 @@ int server_bind(const char *path, int *ret_fd, int *ret_lock_fd, char **ret_erro
         struct stat st;
 
         if (strlen(path) >= sizeof(sa.sun_path)) {
-                (void) asprintf(ret_error, "socket path %s is too long", path);
+                (void) asprintf_or_null(ret_error, "socket path %s is too long", path);
                 return -ENAMETOOLONG;
         }
         strcpy(sa.sun_path, path);
@@ -831,18 +831,18 @@ int server_bind(const char *path, int *ret_fd, int *ret_lock_fd, char **ret_erro
                 return -ENOMEM;
         lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (lock_fd < 0) {
-                (void) asprintf(ret_error, "cannot open %s: %s", lock_path, strerror(errno));
+                (void) asprintf_or_null(ret_error, "cannot open %s: %s", lock_path, strerror(errno));
                 return -errno;
         }
         if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
                 int e = errno;
-                (void) asprintf(ret_error, "socket %s belongs to a running daemon", path);
+                (void) asprintf_or_null(ret_error, "socket %s belongs to a running daemon", path);
                 return e == EWOULDBLOCK ? -EADDRINUSE : -e;
         }
 
         if (lstat(path, &st) == 0) {
                 if (!S_ISSOCK(st.st_mode)) {
-                        (void) asprintf(ret_error, "%s exists and is not a socket; not replacing it", path);
+                        (void) asprintf_or_null(ret_error, "%s exists and is not a socket; not replacing it", path);
                         return -EEXIST;
                 }
                 /* The lock is free, so no blkledgerd owns the socket. Something else might
@@ -856,14 +856,14 @@ int server_bind(const char *path, int *ret_fd, int *ret_lock_fd, char **ret_erro
                         if (probe < 0 || (connect(probe, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EAGAIN))
                                 break;
                         if (tries == 2) {
-                                (void) asprintf(ret_error, "socket %s is answered by another program", path);
+                                (void) asprintf_or_null(ret_error, "socket %s is answered by another program", path);
                                 return -EADDRINUSE;
                         }
                         usleep((useconds_t) (tries + 1) * 300 * 1000);
                 }
                 log_info("replacing stale socket %s", path);
                 if (unlink(path) < 0 && errno != ENOENT) {
-                        (void) asprintf(ret_error, "cannot remove stale socket %s: %s", path, strerror(errno));
+                        (void) asprintf_or_null(ret_error, "cannot remove stale socket %s: %s", path, strerror(errno));
                         return -errno;
                 }
         }
@@ -872,12 +872,12 @@ int server_bind(const char *path, int *ret_fd, int *ret_lock_fd, char **ret_erro
         if (fd < 0)
                 return -errno;
         if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                (void) asprintf(ret_error, "cannot bind %s: %s", path, strerror(errno));
+                (void) asprintf_or_null(ret_error, "cannot bind %s: %s", path, strerror(errno));
                 return -errno;
         }
         /* Any local user may read the ledger; methods that change it check for root. */
         if (chmod(path, 0666) < 0) {
-                (void) asprintf(ret_error, "cannot chmod %s: %s", path, strerror(errno));
+                (void) asprintf_or_null(ret_error, "cannot chmod %s: %s", path, strerror(errno));
                 return -errno;
         }
         *ret_fd = TAKE_FD(fd);

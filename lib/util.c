@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <time.h>
 
 #include "util.h"
@@ -258,4 +259,16 @@ char *getopt_error_message(const char *arg, int opt) {
         } else
                 r = asprintf(&m, "unknown option '-%c' (see --help)", opt);
         return r < 0 ? NULL : m;
+}
+
+int asprintf_or_null(char **ret, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(ret, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                *ret = NULL;
+        return r;
 }

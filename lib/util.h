@@ -111,5 +111,10 @@ int read_one_line(const char *path, char **ret);
  * without memory. */
 char *getopt_error_message(const char *arg, int opt);
 
+/* asprintf() for messages whose allocation failure is not worth handling: *ret is NULL
+ * then (glibc leaves it undefined). Unlike asprintf() under _FORTIFY_SOURCE it is not
+ * warn_unused_result, so "(void) asprintf_or_null(...)" builds without warnings. */
+int asprintf_or_null(char **ret, const char *fmt, ...) _printf_(2, 3);
+
 /* Path helpers. */
 bool path_is_under(const char *path, const char *dir);

@@ -223,7 +223,7 @@ static int cmd_show(struct blkledger *b, const struct cli_args *a) {
                         if (!val)
                                 e = strdup("-");
                         else if (streq(key, "size_bytes"))
-                                (void) asprintf(&e, "%s (%lld bytes)",
+                                (void) asprintf_or_null(&e, "%s (%lld bytes)",
                                                 format_size((uint64_t) json_object_get_int64(val), size),
                                                 (long long) json_object_get_int64(val));
                         else if (json_object_is_type(val, json_type_string))
@@ -608,7 +608,7 @@ static void print_volume(json_object *v) {
                 if (!val)
                         e = strdup("-");
                 else if (streq(key, "size_bytes"))
-                        (void) asprintf(&e, "%s (%lld bytes)", format_size((uint64_t) json_object_get_int64(val), size),
+                        (void) asprintf_or_null(&e, "%s (%lld bytes)", format_size((uint64_t) json_object_get_int64(val), size),
                                         (long long) json_object_get_int64(val));
                 else if (json_object_is_type(val, json_type_string))
                         e = cli_escape(json_object_get_string(val));
