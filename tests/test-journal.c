@@ -19,6 +19,7 @@
 #include "journal.h"
 #include "log.h"
 #include "util.h"
+#include "volumes.h"
 
 static char *tmpdir;
 
@@ -1156,6 +1157,95 @@ static struct expectation *expectation_new(const char *name, const char *kind, c
 }
 
 /* Expectations by name: put, replace, load in name order, delete. */
+static int collect_volume(struct volume *v, void *userdata) {
+        struct volume **slot = userdata;
+        volume_free(*slot);
+        *slot = v;
+        return 0;
+}
+
+static int count_intent(struct intent *it, void *userdata) {
+        (*(int *) userdata)++;
+        intent_free(it);
+        return 0;
+}
+
+/* Schema 5: a volume row and the intents on it survive a reopen field by field; the
+ * idempotency key is unique; "unfinished" means pending or running. */
+static void test_volumes_and_intents(void **state) {
+        _cleanup_free_ char *path = db_path("volumes");
+        struct volume v = { .name = "data", .state = "attached", .size_bytes = 64 << 20,
+                            .backing_file = "/var/lib/blkledger/volumes/data.img", .fs_type = "ext4",
+                            .fs_label = "d\"ata", .created = 10, .updated = 20 };
+        struct intent a = { .op = "volume.create", .target = "data", .key = "k-1", .state = INTENT_PENDING,
+                            .created = 10, .updated = 10 },
+                      b = { .op = "volume.resize", .target = "data", .state = INTENT_RUNNING, .step = 1,
+                            .attempts = 2, .last_error = "resize2fs: no", .created = 30, .updated = 31,
+                            .next_attempt = 40 };
+        struct intent *got = NULL;
+        struct volume *loaded = NULL;
+        struct journal *j;
+        int n = 0;
+
+        a.params = json_tokener_parse("{\"size_bytes\":67108864}");
+        b.params = json_object_new_object();
+        b.result = json_tokener_parse("{\"fs_grown\":false}");
+        j = open_journal(path);
+        assert_int_equal(vstore_put_volume(j, &v), 0);
+        assert_int_equal(vstore_insert_intent(j, &a), 0);
+        assert_int_equal(vstore_insert_intent(j, &b), 0);
+        assert_true(a.id > 0 && b.id > a.id);
+        /* The key belongs to one intent. */
+        {
+                struct intent dup = a;
+                dup.id = 0;
+                assert_int_equal(vstore_insert_intent(j, &dup), -EEXIST);
+        }
+        journal_close(j);
+
+        j = open_journal(path);
+        assert_int_equal(vstore_load_volumes(j, collect_volume, &loaded), 0);
+        assert_non_null(loaded);
+        assert_string_equal(loaded->name, "data");
+        assert_string_equal(loaded->state, "attached");
+        assert_int_equal(loaded->size_bytes, 64 << 20);
+        assert_string_equal(loaded->fs_label, "d\"ata");
+        assert_int_equal(loaded->updated, 20);
+        assert_int_equal(vstore_load_intents(j, true, 0, count_intent, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(vstore_last_intent(j, "data", NULL, &got), 0);
+        assert_int_equal(got->id, b.id);
+        assert_int_equal(got->state, INTENT_RUNNING);
+        assert_int_equal(got->step, 1);
+        assert_int_equal(got->attempts, 2);
+        assert_string_equal(got->last_error, "resize2fs: no");
+        assert_int_equal(got->next_attempt, 40);
+        assert_false(json_object_get_boolean(json_object_object_get(got->result, "fs_grown")));
+        intent_free(got);
+        assert_int_equal(vstore_intent_by_key(j, "k-1", &got), 0);
+        assert_int_equal(got->id, a.id);
+        assert_int_equal(json_object_get_int64(json_object_object_get(got->params, "size_bytes")), 64 << 20);
+        /* Ended: no longer unfinished. */
+        got->state = INTENT_SUCCEEDED;
+        assert_int_equal(vstore_update_intent(j, got), 0);
+        intent_free(got);
+        n = 0;
+        assert_int_equal(vstore_load_intents(j, true, 0, count_intent, &n), 0);
+        assert_int_equal(n, 1);
+        n = 0;
+        assert_int_equal(vstore_load_intents(j, false, 1, count_intent, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(vstore_delete_volume(j, "data"), 0);
+        volume_free(loaded);
+        loaded = NULL;
+        assert_int_equal(vstore_load_volumes(j, collect_volume, &loaded), 0);
+        assert_null(loaded);
+        journal_close(j);
+        json_object_put(a.params);
+        json_object_put(b.params);
+        json_object_put(b.result);
+}
+
 static void test_expectations_round_trip(void **state) {
         _cleanup_free_ char *path = db_path("expectations");
         struct expectation *a, *b, *a2;
@@ -1437,6 +1527,7 @@ int main(void) {
                 cmocka_unit_test(test_migrate_from_v1),
                 cmocka_unit_test(test_migrate_from_v2),
                 cmocka_unit_test(test_expectations_round_trip),
+                cmocka_unit_test(test_volumes_and_intents),
                 cmocka_unit_test(test_drift_round_trip),
                 cmocka_unit_test(test_device_names_unique),
         };
