@@ -81,6 +81,8 @@ struct daemon {
 
         int64_t started_at;      /* realtime usec */
         int64_t last_full_scan;  /* realtime usec, 0 = never */
+        int64_t last_backup;     /* realtime usec, 0 = never */
+        int64_t next_backup;     /* realtime usec of the next scheduled one, 0 = not planned */
         int64_t next_full_scan;  /* monotonic usec, 0 = none planned */
         int64_t next_source_check;
         uint64_t rescans;        /* passes completed since start */
@@ -102,6 +104,9 @@ void reconcile_device_answered(struct daemon *d, dev_t devnum);
 /* Shutdown: reconcile_done() before the probe engine goes, reconcile_free_probes() after. */
 void reconcile_done(struct daemon *d);
 void reconcile_free_probes(struct daemon *d);
+
+/* backup.c: an online backup now (records its time); *ret_path may be NULL. */
+int daemon_backup(struct daemon *d, char **ret_path);
 
 /* methods.c */
 extern const struct method daemon_methods[];

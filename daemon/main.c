@@ -119,6 +119,15 @@ static void on_tick(struct ev_timer *t, void *userdata) {
                 d->next_source_check = now + SOURCE_CHECK_USEC;
                 monitor_check_source(d->monitor);
         }
+        if (d->opts.backup_interval > 0) {
+                int64_t real = now_realtime_usec();
+                /* One interval after the last backup (or after the first start). */
+                if (!d->next_backup)
+                        d->next_backup = (d->last_backup ? d->last_backup : real) + d->opts.backup_interval;
+                if (real >= d->next_backup)
+                        d->next_backup = real + (daemon_backup(d, NULL) < 0 ? 3600 * USEC_PER_SEC
+                                                                              : d->opts.backup_interval);
+        }
         if (d->next_full_scan && now >= d->next_full_scan) {
                 d->next_full_scan = d->opts.rescan_interval ? now + d->opts.rescan_interval : 0;
                 reconcile_request_pass(d, NULL);
@@ -289,6 +298,10 @@ int main(int argc, char **argv) {
                 _cleanup_free_ char *ts = NULL;
                 if (journal_meta_get(d.journal, "last_full_scan", &ts) == 0 && ts)
                         (void) parse_rfc3339(ts, &d.last_full_scan);
+                free(ts);
+                ts = NULL;
+                if (journal_meta_get(d.journal, "last_backup", &ts) == 0 && ts)
+                        (void) parse_rfc3339(ts, &d.last_backup);
         }
 
         r = ev_loop_new(256, &d.loop);

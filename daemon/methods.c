@@ -66,6 +66,8 @@ static int method_get_status(struct client *c, json_object *params, unsigned fla
         json_object_object_add(p, "state_dir", json_object_new_string(d->opts.state_dir));
         json_object_object_add(p, "scope", scope);
         json_object_object_add(p, "clients", json_object_new_int64(server_n_clients(d->server)));
+        json_object_object_add(p, "last_backup",
+                               d->last_backup ? json_object_new_string(format_rfc3339(d->last_backup, ts)) : NULL);
         json_object_object_add(p, "volumes", json_object_new_int64((int64_t) volumes_count(d->volumes)));
         json_object_object_add(p, "intents_unfinished", json_object_new_int64((int64_t) volumes_unfinished(d->volumes)));
         json_object_object_add(p, "volume_dir", json_object_new_string(d->volumes ? volumes_dir(d->volumes) : d->opts.volume_dir));
@@ -428,6 +430,34 @@ static int method_list_drift(struct client *c, json_object *params, unsigned fla
         return reply_and_put(c, p);
 }
 
+static int method_backup(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        _cleanup_free_ char *path = NULL;
+        char ts[RFC3339_MAX];
+        json_object *p;
+        int r;
+
+        if (server_check_params(c, params, NULL) < 0)
+                return 0;
+        r = daemon_backup(d, &path);
+        if (r < 0) {
+                json_object *err = json_object_new_object();
+                if (!err)
+                        return -ENOMEM;
+                json_object_object_add(err, "reason", json_object_new_string(strerror(-r)));
+                r = server_reply_error(c, "io.blkledger.InternalError", err);
+                json_object_put(err);
+                return r;
+        }
+        log_info("backup requested by uid %d", (int) client_uid(c));
+        p = json_object_new_object();
+        if (!p)
+                return -ENOMEM;
+        json_object_object_add(p, "path", json_object_new_string(path));
+        json_object_object_add(p, "time", json_object_new_string(format_rfc3339(d->last_backup, ts)));
+        return reply_and_put(c, p);
+}
+
 const struct method daemon_methods[] = {
         { "io.blkledger.GetStatus", method_get_status, 0 },
         { "io.blkledger.ListDevices", method_list_devices, 0 },
@@ -440,6 +470,7 @@ const struct method daemon_methods[] = {
         { "io.blkledger.Unexpect", method_unexpect, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.ListExpectations", method_list_expectations, 0 },
         { "io.blkledger.ListDrift", method_list_drift, 0 },
+        { "io.blkledger.Backup", method_backup, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.CreateVolume", method_create_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.ListVolumes", method_list_volumes, 0 },
         { "io.blkledger.GetVolume", method_get_volume, 0 },

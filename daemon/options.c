@@ -21,6 +21,9 @@ static void help(void) {
                "                             in the state directory)\n"
                "      --hook-timeout SEC     an expectation's run: program is killed after SEC\n"
                "                             seconds (default 60)\n"
+               "      --backup-interval SEC  online backup of the ledger every SEC seconds into\n"
+               "                             STATE/backups (default 86400, 0 = only on demand)\n"
+               "      --backup-keep N        backups kept (default 7, 0 = all)\n"
                "      --event-source SOURCE  auto (default), udev or kernel\n"
                "      --rescan-interval SEC  full pass every SEC seconds, 0 = never (default 300)\n"
                "      --pass-chunk N         devices a pass hands to the ledger at once (default 64)\n"
@@ -74,6 +77,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 ARG_PROBE_CONCURRENCY,
                 ARG_VOLUME_DIR,
                 ARG_HOOK_TIMEOUT,
+                ARG_BACKUP_INTERVAL,
+                ARG_BACKUP_KEEP,
                 ARG_LIST_CRASH_POINTS,
         };
         static const struct option longopts[] = {
@@ -95,6 +100,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 { "probe-concurrency", required_argument, NULL, ARG_PROBE_CONCURRENCY },
                 { "volume-dir", required_argument, NULL, ARG_VOLUME_DIR },
                 { "hook-timeout", required_argument, NULL, ARG_HOOK_TIMEOUT },
+                { "backup-interval", required_argument, NULL, ARG_BACKUP_INTERVAL },
+                { "backup-keep", required_argument, NULL, ARG_BACKUP_KEEP },
                 { "list-crash-points", no_argument, NULL, ARG_LIST_CRASH_POINTS },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -112,6 +119,8 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                 .pass_chunk = 64,
                 .probe_timeout = 5 * USEC_PER_SEC,
                 .hook_timeout = 60 * USEC_PER_SEC,
+                .backup_interval = 86400 * USEC_PER_SEC,
+                .backup_keep = 7,
                 .probe_concurrency = 64,
                 .limits = server_default_limits,
         };
@@ -227,6 +236,16 @@ int options_parse(int argc, char **argv, struct options *o, char **ret_error) {
                         if (parse_bounded(optarg, 1, 86400, &v) < 0)
                                 FAIL("invalid --hook-timeout '%s': 1 to 86400 seconds", optarg);
                         o->hook_timeout = v * USEC_PER_SEC;
+                        break;
+                case ARG_BACKUP_INTERVAL:
+                        if (parse_bounded(optarg, 0, 365 * 86400, &v) < 0)
+                                FAIL("invalid --backup-interval '%s': 0 (never) to 31536000 seconds", optarg);
+                        o->backup_interval = v * USEC_PER_SEC;
+                        break;
+                case ARG_BACKUP_KEEP:
+                        if (parse_bounded(optarg, 0, 10000, &v) < 0)
+                                FAIL("invalid --backup-keep '%s': 0 (all) to 10000", optarg);
+                        o->backup_keep = (unsigned) v;
                         break;
                 case ARG_LIST_CRASH_POINTS:
                         o->list_crash_points = true;

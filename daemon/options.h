@@ -29,6 +29,8 @@ struct options {
         unsigned probe_concurrency; /* devices read at once */
         char *volume_dir;           /* backing files of managed volumes */
         int64_t hook_timeout;       /* usec an on_appear run: program may take */
+        int64_t backup_interval;    /* usec between scheduled backups, 0 = none */
+        unsigned backup_keep;       /* backups kept, 0 = all */
         bool list_crash_points;     /* --list-crash-points: print them and exit */
 };
 

@@ -237,8 +237,52 @@ static void test_stale_socket_only_if_dead(void **state) {
         }
 }
 
+/* Online backups: each is a complete SQLite copy of the ledger, written while the daemon
+ * runs; the newest --backup-keep are kept; status says when the last was made. */
+static void test_backup(void **state) {
+        static const char *const extra[] = { "--backup-keep=2", NULL };
+        struct tl_daemon *d = tl_daemon_start("backup", extra);
+        _cleanup_free_ char *ls = NULL, *out = NULL;
+        json_object *st, *list;
+        int64_t devices;
+        int n = 0;
+
+        assert_non_null(d);
+        st = tl_cli_json(d, "status");
+        assert_non_null(st);
+        assert_null(tl_str(st, "last_backup"));
+        json_object_put(st);
+        list = tl_cli_json(d, "list");
+        devices = (int64_t) json_object_array_length(list);
+        json_object_put(list);
+        assert_true(devices >= 3);
+        for (int i = 0; i < 3; i++) {
+                free(out);
+                out = NULL;
+                assert_int_equal(tl_cli(d, &out, "backup"), 0);
+                assert_non_null(strstr(out, "/backups/ledger-"));
+        }
+        assert_int_equal(tl_sh(&ls, "ls '%s/backups'", d->state_dir), 0);
+        for (char *save = NULL, *f = strtok_r(ls, "\n", &save); f; f = strtok_r(NULL, "\n", &save)) {
+                _cleanup_free_ char *count = NULL;
+                assert_true(startswith(f, "ledger-") != NULL);
+                assert_int_equal(tl_sh(&count, "sqlite3 '%s/backups/%s' 'PRAGMA integrity_check; SELECT COUNT(*) FROM devices;'",
+                                       d->state_dir, f),
+                                 0);
+                assert_non_null(strstr(count, "ok\n"));
+                assert_int_equal(strtoll(strchr(count, '\n') + 1, NULL, 10), devices);
+                n++;
+        }
+        assert_int_equal(n, 2);
+        st = tl_cli_json(d, "status");
+        assert_non_null(tl_str(st, "last_backup"));
+        json_object_put(st);
+        tl_daemon_free(d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_backup),
                 cmocka_unit_test(test_initial),
                 cmocka_unit_test(test_clean_restart_adds_no_device_events),
                 cmocka_unit_test(test_kill9_restart),

@@ -762,6 +762,21 @@ static int cmd_intents(struct blkledger *b, const struct cli_args *a) {
         return t ? 0 : fail("out of memory");
 }
 
+static int cmd_backup(struct blkledger *b, const struct cli_args *a) {
+        json_object *reply;
+
+        blkledger_set_timeout(b, -1);
+        reply = call(b, "io.blkledger.Backup", NULL);
+        if (!reply)
+                return -1;
+        if (a->json)
+                print_json(reply);
+        else
+                printf("%s\n", str_member(reply, "path") ?: "?");
+        json_object_put(reply);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         struct cli_args a;
         _cleanup_free_ char *error = NULL;
@@ -824,6 +839,9 @@ int main(int argc, char **argv) {
                         break;
                 case CMD_INTENTS:
                         r = cmd_intents(b, &a);
+                        break;
+                case CMD_BACKUP:
+                        r = cmd_backup(b, &a);
                         break;
                 default:
                         r = -1;

@@ -92,6 +92,9 @@ static const struct command {
         { "volume forget", CMD_VOLUME_FORGET, 1, 1, OPT_KEY, "NAME [--idempotency-key KEY]",
           "Drop a volume's record, leaving its file and loop device alone (for a volume whose\n"
           "file is gone: drift volume_file_missing). Root only." },
+        { "backup", CMD_BACKUP, 0, 0, 0, "",
+          "Write an online backup of the ledger into the daemon's state directory (backups/)\n"
+          "and print its path; the daemon keeps the newest --backup-keep. Root only." },
         { "intents", CMD_INTENTS, 0, 0, OPT_LIMIT | OPT_UNFINISHED, "[--unfinished] [--limit N]",
           "The newest actions (volume create, resize, ...) with their state: pending, running,\n"
           "succeeded, failed, rolled_back." },

@@ -30,6 +30,7 @@ enum cli_command {
         CMD_VOLUME_ADOPT,
         CMD_VOLUME_FORGET,
         CMD_INTENTS,
+        CMD_BACKUP,
 };
 
 struct cli_args {
