@@ -17,17 +17,6 @@
 #include "log.h"
 #include "util.h"
 
-static int fsync_path(const char *path, int flags) {
-        int fd = open(path, flags | O_CLOEXEC), r = 0;
-
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
-}
-
 static int cmp_names(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }

@@ -477,6 +477,31 @@ static int reply_removed_already(struct volumes *vs, struct client *c, const cha
         return reply_error2(c, "io.blkledger.NoSuchVolume", "name", name, NULL, NULL);
 }
 
+/* The checks of an action that removes the row (delete, forget): 1 with *ret set to go
+ * on, else replied (0) or -errno. */
+static int removable(struct volumes *vs, struct client *c, json_object *params, const char *op, struct volume **ret) {
+        json_object *name_o = param_get(params, "name");
+        const char *name = name_o ? json_object_get_string(name_o) : NULL;
+        struct volume *v;
+        int r;
+
+        if (!name || !ledger_name_valid(name))
+                return server_reply_invalid_parameter(c, "name");
+        r = check_key(vs, c, op, name, key_of(params), true);
+        if (r <= 0)
+                return r;
+        v = vol_find(vs, name);
+        if (!v)
+                return reply_removed_already(vs, c, name, op);
+        r = busy_or_join(vs, c, op, v->name, true, params);
+        if (r <= 0)
+                return r;
+        if (!settled(v))
+                return reply_busy_state(c, v);
+        *ret = v;
+        return 1;
+}
+
 int method_delete_volume(struct client *c, json_object *params, unsigned flags, void *userdata) {
         static const struct param_spec spec[] = {
                 { "name", PARAM_STRING },
@@ -486,27 +511,16 @@ int method_delete_volume(struct client *c, json_object *params, unsigned flags, 
                 {},
         };
         struct volumes *vs = get_vs(userdata);
-        json_object *force_o = param_get(params, "force"), *keep_o = param_get(params, "keep_file"),
-                    *name_o = param_get(params, "name"), *ip;
+        json_object *force_o = param_get(params, "force"), *keep_o = param_get(params, "keep_file"), *ip;
         bool force = force_o && json_object_get_boolean(force_o), keep = keep_o && json_object_get_boolean(keep_o);
         struct volume *v;
         int r;
 
         if (server_check_params(c, params, spec) < 0)
                 return 0;
-        if (!name_o || !ledger_name_valid(json_object_get_string(name_o)))
-                return server_reply_invalid_parameter(c, "name");
-        r = check_key(vs, c, "volume.delete", json_object_get_string(name_o), key_of(params), true);
+        r = removable(vs, c, params, "volume.delete", &v);
         if (r <= 0)
                 return r;
-        v = vol_find(vs, json_object_get_string(name_o));
-        if (!v)
-                return reply_removed_already(vs, c, json_object_get_string(name_o), "volume.delete");
-        r = busy_or_join(vs, c, "volume.delete", v->name, true, params);
-        if (r <= 0)
-                return r;
-        if (!settled(v))
-                return reply_busy_state(c, v);
         r = refuse_if_busy(vs, c, v, force);
         if (r <= 0)
                 return r;
@@ -604,25 +618,14 @@ int method_adopt_volume(struct client *c, json_object *params, unsigned flags, v
 int method_forget_volume(struct client *c, json_object *params, unsigned flags, void *userdata) {
         static const struct param_spec spec[] = { { "name", PARAM_STRING }, { "idempotency_key", PARAM_STRING }, {} };
         struct volumes *vs = get_vs(userdata);
-        json_object *name_o = param_get(params, "name");
         struct volume *v;
         int r;
 
         if (server_check_params(c, params, spec) < 0)
                 return 0;
-        if (!name_o || !ledger_name_valid(json_object_get_string(name_o)))
-                return server_reply_invalid_parameter(c, "name");
-        r = check_key(vs, c, "volume.forget", json_object_get_string(name_o), key_of(params), true);
+        r = removable(vs, c, params, "volume.forget", &v);
         if (r <= 0)
                 return r;
-        v = vol_find(vs, json_object_get_string(name_o));
-        if (!v)
-                return reply_removed_already(vs, c, json_object_get_string(name_o), "volume.forget");
-        r = busy_or_join(vs, c, "volume.forget", v->name, true, NULL);
-        if (r <= 0)
-                return r;
-        if (!settled(v))
-                return reply_busy_state(c, v);
         return start_on_volume(vs, c, v, "volume.forget", NULL, json_object_new_object(), key_of(params), true);
 }
 

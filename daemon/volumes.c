@@ -194,17 +194,6 @@ static struct volume *target_volume(struct volumes *vs, struct action *a) {
         return v;
 }
 
-static int fsync_dir(const char *dir) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
-
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
-}
-
 /* create: a sparse file of the size; resize: grown to the size (never shrunk). */
 static int step_file(struct volumes *vs, struct action *a) {
         struct volume *v = target_volume(vs, a);
@@ -240,7 +229,7 @@ static int step_file(struct volumes *vs, struct action *a) {
                 return -e;
         }
         close(fd);
-        (void) fsync_dir(vs->dir);
+        (void) fsync_path(vs->dir, O_RDONLY | O_DIRECTORY);
         return 0;
 }
 
@@ -315,7 +304,7 @@ static int step_unlink(struct volumes *vs, struct action *a) {
                 vol_set_error(a, false, "cannot remove %s: %s", v->backing_file, strerror(e));
                 return -e;
         }
-        (void) fsync_dir(vs->dir);
+        (void) fsync_path(vs->dir, O_RDONLY | O_DIRECTORY);
         return 0;
 }
 
@@ -561,7 +550,7 @@ static int undo_create(struct volumes *vs, struct action *a) {
         }
         if (unlink(v->backing_file) < 0 && errno != ENOENT)
                 return -errno;
-        (void) fsync_dir(vs->dir);
+        (void) fsync_path(vs->dir, O_RDONLY | O_DIRECTORY);
         return 0;
 }
 

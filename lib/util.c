@@ -235,6 +235,17 @@ int read_one_line(const char *path, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+int fsync_path(const char *path, int flags) {
+        int fd = open(path, flags | O_CLOEXEC), r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                r = -errno;
+        close(fd);
+        return r;
+}
+
 bool path_is_under(const char *path, const char *dir) {
         size_t l = strlen(dir);
 

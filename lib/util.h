@@ -116,5 +116,8 @@ char *getopt_error_message(const char *arg, int opt);
  * warn_unused_result, so "(void) asprintf_or_null(...)" builds without warnings. */
 int asprintf_or_null(char **ret, const char *fmt, ...) _printf_(2, 3);
 
+/* fsync() of a file or (O_DIRECTORY) a directory by path; negative errno. */
+int fsync_path(const char *path, int flags);
+
 /* Path helpers. */
 bool path_is_under(const char *path, const char *dir);

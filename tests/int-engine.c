@@ -24,7 +24,6 @@
 
 #define TIMEOUT_USEC (1 * USEC_PER_SEC)
 #define HANG_MAX 30
-#define FUSE_SUPER_MAGIC 0x65735546
 
 static pid_t fuse_pid;
 static char *mountpoint, *hung_file, *good_file[2];
@@ -97,24 +96,11 @@ static bool workers_back(void *userdata) {
         return probe_engine_workers(userdata) == 1;
 }
 
-static bool mounted(void *userdata) {
-        struct statfs sfs;
-        struct stat st;
-
-        return statfs(mountpoint, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && stat(hung_file, &st) == 0 &&
-               st.st_size > 0;
-}
-
 static int setup(void **state) {
-        _cleanup_free_ char *helper = NULL, *backing = NULL, *out = NULL;
+        _cleanup_free_ char *backing = NULL, *out = NULL;
 
         tl_require_devices();
-        if (asprintf(&helper, "%s/tests/fuse-hang", tl_builddir()) < 0)
-                return -1;
-        if (access(helper, X_OK) < 0)
-                tl_skip("tests/fuse-hang was not built (configure found no fuse3)");
-        if (access("/dev/fuse", R_OK | W_OK) < 0)
-                tl_skip("no /dev/fuse");
+        tl_fuse_hang_require();
         if (asprintf(&backing, "%s/hung.img", tl_tmpdir()) < 0 || asprintf(&mountpoint, "%s/fuse", tl_tmpdir()) < 0 ||
             asprintf(&hung_file, "%s/disk.img", mountpoint) < 0 ||
             asprintf(&good_file[0], "%s/good0.img", tl_tmpdir()) < 0 ||
@@ -127,30 +113,12 @@ static int setup(void **state) {
                 fprintf(stderr, "cannot make the images: %s\n", out ? out : "");
                 return -1;
         }
-        fuse_pid = fork();
-        if (fuse_pid < 0)
-                return -1;
-        if (fuse_pid == 0) {
-                char max[16];
-                snprintf(max, sizeof(max), "%d", HANG_MAX);
-                execl(helper, helper, mountpoint, backing, max, (char *) NULL);
-                _exit(127);
-        }
-        tl_register_pid(fuse_pid);
-        if (!tl_wait_for(10000, mounted, NULL)) {
-                fprintf(stderr, "the FUSE file system did not come up\n");
-                return -1;
-        }
-        return 0;
+        fuse_pid = tl_fuse_hang_start(mountpoint, backing, HANG_MAX);
+        return fuse_pid > 0 ? 0 : -1;
 }
 
 static int teardown(void **state) {
-        if (fuse_pid > 0) {
-                kill(fuse_pid, SIGUSR2);
-                kill(fuse_pid, SIGTERM);
-                waitpid(fuse_pid, NULL, 0);
-                (void) tl_sh(NULL, "umount -l '%s' 2>/dev/null", mountpoint);
-        }
+        tl_fuse_hang_stop(fuse_pid, mountpoint);
         return 0;
 }
 

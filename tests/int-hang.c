@@ -24,7 +24,6 @@
 
 #define PROBE_TIMEOUT 2 /* seconds, as passed below */
 #define HANG_MAX 40     /* seconds a read of the FUSE file may hang at most */
-#define FUSE_SUPER_MAGIC 0x65735546
 
 static struct tl_daemon *daemon_;
 static pid_t fuse_pid;
@@ -33,14 +32,6 @@ static struct tl_loop *hung, *other;
 
 static int64_t elapsed_ms(int64_t since_usec) {
         return (now_monotonic_usec() - since_usec) / 1000;
-}
-
-static bool mounted(void *userdata) {
-        struct statfs sfs;
-        struct stat st;
-
-        return statfs(mountpoint, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && stat(fuse_file, &st) == 0 &&
-               st.st_size > 0;
 }
 
 static void hang(bool on) {
@@ -60,23 +51,16 @@ static void stop_fuse(void) {
         /* The loop device lets go of the file once its last opener is gone. */
         for (int i = 0; i < 100 && tl_sh(NULL, "grep -qs '%s' /sys/block/loop*/loop/backing_file", fuse_file) == 0; i++)
                 usleep(50 * 1000);
-        kill(fuse_pid, SIGTERM);
-        waitpid(fuse_pid, NULL, 0);
+        tl_fuse_hang_stop(fuse_pid, mountpoint);
         fuse_pid = 0;
-        (void) tl_sh(NULL, "umount -l '%s' 2>/dev/null", mountpoint);
 }
 
 static int setup(void **state) {
-        _cleanup_free_ char *helper = NULL, *store = NULL, *backing = NULL, *out = NULL;
+        _cleanup_free_ char *store = NULL, *backing = NULL, *out = NULL;
         const char *const extra[] = { "--probe-timeout=2", NULL };
 
         tl_require_devices();
-        if (asprintf(&helper, "%s/tests/fuse-hang", tl_builddir()) < 0)
-                return -1;
-        if (access(helper, X_OK) < 0)
-                tl_skip("tests/fuse-hang was not built (configure found no fuse3)");
-        if (access("/dev/fuse", R_OK | W_OK) < 0)
-                tl_skip("no /dev/fuse");
+        tl_fuse_hang_require();
         if (asprintf(&store, "%s/store", tl_tmpdir()) < 0 || asprintf(&backing, "%s/disk.img", store) < 0 ||
             asprintf(&mountpoint, "%s/img/fuse", tl_tmpdir()) < 0 || asprintf(&fuse_file, "%s/disk.img", mountpoint) < 0)
                 return -1;
@@ -85,20 +69,9 @@ static int setup(void **state) {
                 fprintf(stderr, "cannot make the image: %s\n", out ? out : "");
                 return -1;
         }
-        fuse_pid = fork();
+        fuse_pid = tl_fuse_hang_start(mountpoint, backing, HANG_MAX);
         if (fuse_pid < 0)
                 return -1;
-        if (fuse_pid == 0) {
-                char max[16];
-                snprintf(max, sizeof(max), "%d", HANG_MAX);
-                execl(helper, helper, mountpoint, backing, max, (char *) NULL);
-                _exit(127);
-        }
-        tl_register_pid(fuse_pid);
-        if (!tl_wait_for(10000, mounted, NULL)) {
-                fprintf(stderr, "the FUSE file system did not come up\n");
-                return -1;
-        }
         hung = tl_loop_attach_file(fuse_file);
         other = tl_loop_new(NULL, "other.img", 32 << 20, "mkfs.ext4 -q -F -L other %s");
         if (!hung || !other)

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -751,4 +752,70 @@ void tl_udevd_stop(void) {
         if (udevd_pid > 0 && !tl_wait_for(10000, udevd_gone, NULL))
                 fprintf(stderr, "systemd-udevd (pid %d) did not exit\n", (int) udevd_pid);
         started_udevd = false;
+}
+
+#define FUSE_SUPER_MAGIC 0x65735546
+
+void tl_fuse_hang_require(void) {
+        _cleanup_free_ char *helper = NULL;
+
+        if (asprintf(&helper, "%s/tests/fuse-hang", tl_builddir()) < 0 || access(helper, X_OK) < 0)
+                tl_skip("tests/fuse-hang was not built (configure found no fuse3)");
+        if (access("/dev/fuse", R_OK | W_OK) < 0)
+                tl_skip("no /dev/fuse");
+}
+
+struct served {
+        const char *mountpoint;
+        char *file;
+};
+
+static bool fuse_served(void *userdata) {
+        const struct served *s = userdata;
+        struct statfs sfs;
+        struct stat st;
+
+        return statfs(s->mountpoint, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && stat(s->file, &st) == 0 &&
+               st.st_size > 0;
+}
+
+pid_t tl_fuse_hang_start(const char *mountpoint, const char *backing, int hang_max) {
+        _cleanup_free_ char *helper = NULL;
+        struct served s = { .mountpoint = mountpoint };
+        pid_t pid;
+        bool up;
+
+        if (asprintf(&helper, "%s/tests/fuse-hang", tl_builddir()) < 0 ||
+            asprintf(&s.file, "%s/disk.img", mountpoint) < 0)
+                return -1;
+        fflush(NULL);
+        pid = fork();
+        if (pid < 0) {
+                free(s.file);
+                return -1;
+        }
+        if (pid == 0) {
+                char max[16];
+                snprintf(max, sizeof(max), "%d", hang_max);
+                execl(helper, helper, mountpoint, backing, max, (char *) NULL);
+                _exit(127);
+        }
+        tl_register_pid(pid);
+        up = tl_wait_for(10000, fuse_served, &s);
+        free(s.file);
+        if (!up) {
+                fprintf(stderr, "the FUSE file system did not come up\n");
+                tl_fuse_hang_stop(pid, mountpoint);
+                return -1;
+        }
+        return pid;
+}
+
+void tl_fuse_hang_stop(pid_t pid, const char *mountpoint) {
+        if (pid <= 0)
+                return;
+        kill(pid, SIGUSR2);
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        (void) tl_sh(NULL, "umount -l '%s' 2>/dev/null", mountpoint);
 }

@@ -82,6 +82,16 @@ void tl_daemon_free(struct tl_daemon *d);
 void tl_udevd_start(void);
 void tl_udevd_stop(void);
 
+/* tests/fuse-hang, a FUSE file system serving one file whose reads block on SIGUSR1
+ * (all threads) or SIGRTMIN (libblkid's threads only), let go on SIGUSR2 and by
+ * themselves after hang_max seconds. tl_fuse_hang_require() exits 77 unless it was built
+ * and /dev/fuse works; tl_fuse_hang_start() serves backing as mountpoint/disk.img and
+ * returns the server's pid once the file is there (-1 on failure); tl_fuse_hang_stop()
+ * releases any hang, ends the server and unmounts. */
+void tl_fuse_hang_require(void);
+pid_t tl_fuse_hang_start(const char *mountpoint, const char *backing, int hang_max);
+void tl_fuse_hang_stop(pid_t pid, const char *mountpoint);
+
 /* Runs a shell command; returns its exit status (or -1); output in *ret_out if non-NULL. */
 int tl_sh(char **ret_out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Runs "blkledger --socket SOCK ARGS" (the format is printf's); returns its exit status,

@@ -208,6 +208,26 @@ static json_object *get_device(struct blkledger *b, const char *name) {
         return dev;
 }
 
+/* "key value" lines of an object: null as "-", sizes with their bytes, strings escaped. */
+static void print_fields(json_object *o, int width) {
+        json_object_object_foreach(o, key, val) {
+                _cleanup_free_ char *e = NULL;
+                char size[FORMAT_SIZE_MAX];
+
+                if (!val)
+                        e = strdup("-");
+                else if (streq(key, "size_bytes"))
+                        (void) asprintf_or_null(&e, "%s (%lld bytes)",
+                                                format_size((uint64_t) json_object_get_int64(val), size),
+                                                (long long) json_object_get_int64(val));
+                else if (json_object_is_type(val, json_type_string))
+                        e = cli_escape(json_object_get_string(val));
+                else
+                        e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
+                printf("%-*s %s\n", width, key, e ? e : "?");
+        }
+}
+
 static int cmd_show(struct blkledger *b, const struct cli_args *a) {
         json_object *dev = get_device(b, a->device);
 
@@ -215,24 +235,8 @@ static int cmd_show(struct blkledger *b, const struct cli_args *a) {
                 return -1;
         if (a->json)
                 print_json(dev);
-        else {
-                json_object_object_foreach(dev, key, val) {
-                        _cleanup_free_ char *e = NULL;
-                        char size[FORMAT_SIZE_MAX];
-
-                        if (!val)
-                                e = strdup("-");
-                        else if (streq(key, "size_bytes"))
-                                (void) asprintf_or_null(&e, "%s (%lld bytes)",
-                                                format_size((uint64_t) json_object_get_int64(val), size),
-                                                (long long) json_object_get_int64(val));
-                        else if (json_object_is_type(val, json_type_string))
-                                e = cli_escape(json_object_get_string(val));
-                        else
-                                e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
-                        printf("%-20s %s\n", key, e ? e : "?");
-                }
-        }
+        else
+                print_fields(dev, 20);
         json_object_put(dev);
         return 0;
 }
@@ -398,18 +402,8 @@ static int cmd_status(struct blkledger *b, const struct cli_args *a) {
                 return -1;
         if (a->json)
                 print_json(reply);
-        else {
-                json_object_object_foreach(reply, key, val) {
-                        _cleanup_free_ char *e = NULL;
-                        if (!val)
-                                e = strdup("-");
-                        else if (json_object_is_type(val, json_type_string))
-                                e = cli_escape(json_object_get_string(val));
-                        else
-                                e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
-                        printf("%-16s %s\n", key, e ? e : "?");
-                }
-        }
+        else
+                print_fields(reply, 16);
         json_object_put(reply);
         return 0;
 }
@@ -600,23 +594,6 @@ static int cmd_drift(struct blkledger *b, const struct cli_args *a) {
         return t ? 0 : fail("out of memory");
 }
 
-static void print_volume(json_object *v) {
-        json_object_object_foreach(v, key, val) {
-                _cleanup_free_ char *e = NULL;
-                char size[FORMAT_SIZE_MAX];
-
-                if (!val)
-                        e = strdup("-");
-                else if (streq(key, "size_bytes"))
-                        (void) asprintf_or_null(&e, "%s (%lld bytes)", format_size((uint64_t) json_object_get_int64(val), size),
-                                        (long long) json_object_get_int64(val));
-                else if (json_object_is_type(val, json_type_string))
-                        e = cli_escape(json_object_get_string(val));
-                else
-                        e = cli_escape(json_object_to_json_string_ext(val, JSON_LINE));
-                printf("%-14s %s\n", key, e ? e : "?");
-        }
-}
 
 /* A volume action: waits as long as the action takes (mkfs of a large volume). */
 static int volume_action(struct blkledger *b, const struct cli_args *a, const char *method, json_object *params,
@@ -685,7 +662,7 @@ static int cmd_volume(struct blkledger *b, const struct cli_args *a) {
                 if (a->json)
                         print_json(json_object_object_get(reply, "volume"));
                 else
-                        print_volume(json_object_object_get(reply, "volume"));
+                        print_fields(json_object_object_get(reply, "volume"), 14);
                 json_object_put(reply);
                 return 0;
         }
