@@ -9,7 +9,9 @@
  * the probe engine at a file in here directly). A blocked read waits at most
  * MAX-HANG-SECONDS and then completes normally, so a test that dies cannot leave a
  * machine with a device hung for good. The file is opened with direct_io, so every read
- * of the loop device reaches us. */
+ * of the loop device reaches us. A second file, "mode", never hangs and reads as the mode
+ * now in force ("none", "all" or "probe"), so a test can wait until its signal has been
+ * handled instead of racing it. */
 #define FUSE_USE_VERSION 31
 #include "config.h"
 
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/param.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,11 +55,21 @@ static bool hangs(void) {
         return strncmp(comm, "bl-probe", 8) == 0;
 }
 
+static const char *mode_name(void) {
+        return hang_mode == HANG_ALL ? "all\n" : hang_mode == HANG_PROBE_WORKERS ? "probe\n" : "none\n";
+}
+
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
         memset(st, 0, sizeof(*st));
         if (strcmp(path, "/") == 0) {
                 st->st_mode = S_IFDIR | 0755;
                 st->st_nlink = 2;
+                return 0;
+        }
+        if (strcmp(path, "/mode") == 0) {
+                st->st_mode = S_IFREG | 0444;
+                st->st_nlink = 1;
+                st->st_size = 16; /* read with direct_io: the read says how much there is */
                 return 0;
         }
         if (strcmp(path, "/disk.img") == 0) {
@@ -78,11 +91,12 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
         fill(buf, ".", NULL, 0, 0);
         fill(buf, "..", NULL, 0, 0);
         fill(buf, "disk.img", NULL, 0, 0);
+        fill(buf, "mode", NULL, 0, 0);
         return 0;
 }
 
 static int fs_open(const char *path, struct fuse_file_info *fi) {
-        if (strcmp(path, "/disk.img") != 0)
+        if (strcmp(path, "/disk.img") != 0 && strcmp(path, "/mode") != 0)
                 return -ENOENT;
         fi->direct_io = 1;
         return 0;
@@ -92,6 +106,15 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
         time_t until = time(NULL) + max_hang;
         ssize_t n;
 
+        if (strcmp(path, "/mode") == 0) {
+                const char *m = mode_name();
+                size_t len = strlen(m);
+                if (off >= (off_t) len)
+                        return 0;
+                len = MIN(size, len - (size_t) off);
+                memcpy(buf, m + off, len);
+                return (int) len;
+        }
         /* Hang while asked to, up to the limit; then answer as if nothing happened. */
         while (hangs() && time(NULL) < until)
                 usleep(50 * 1000);
@@ -100,6 +123,8 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
 }
 
 static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+        if (strcmp(path, "/disk.img") != 0)
+                return -EACCES;
         ssize_t n = pwrite(backing_fd, buf, size, off);
         return n < 0 ? -errno : (int) n;
 }

@@ -145,7 +145,7 @@ static void test_worker_hangs(void **state) {
 
         /* The only worker gets stuck in libblkid; the io_uring reads (io-wq's threads)
          * are not held. */
-        assert_int_equal(kill(fuse_pid, SIGRTMIN), 0);
+        assert_true(tl_fuse_hang_mode(fuse_pid, mountpoint, "probe"));
         t0 = now_monotonic_usec();
         submit(e, &hung, hung_file, hung_dev);
         /* Let it reach the worker before the others come. */
@@ -174,7 +174,7 @@ static void test_worker_hangs(void **state) {
         assert_int_equal(again.req->error, -EBUSY);
 
         /* It answers: the engine says so, the extra worker leaves, probes work again. */
-        assert_int_equal(kill(fuse_pid, SIGUSR2), 0);
+        assert_true(tl_fuse_hang_mode(fuse_pid, mountpoint, "none"));
         assert_true(run_until(loop, 10000, answered, &hung_dev));
         assert_false(probe_engine_is_stuck(e, hung_dev));
         assert_true(run_until(loop, 5000, workers_back, e));

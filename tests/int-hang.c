@@ -35,7 +35,7 @@ static int64_t elapsed_ms(int64_t since_usec) {
 }
 
 static void hang(bool on) {
-        assert_int_equal(kill(fuse_pid, on ? SIGUSR1 : SIGUSR2), 0);
+        assert_true(tl_fuse_hang_mode(fuse_pid, mountpoint, on ? "all" : "none"));
 }
 
 /* Ends the FUSE file system: the hang first, then the loop device on it, then the mount. */

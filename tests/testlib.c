@@ -811,6 +811,38 @@ pid_t tl_fuse_hang_start(const char *mountpoint, const char *backing, int hang_m
         return pid;
 }
 
+struct mode_wait {
+        const char *mountpoint, *mode;
+};
+
+static bool mode_in_force(void *userdata) {
+        const struct mode_wait *w = userdata;
+        _cleanup_free_ char *path = NULL;
+        char now[16] = "";
+        FILE *f;
+
+        if (asprintf(&path, "%s/mode", w->mountpoint) < 0)
+                return false;
+        f = fopen(path, "re");
+        if (!f)
+                return false;
+        if (!fgets(now, sizeof(now), f))
+                now[0] = 0;
+        fclose(f);
+        now[strcspn(now, "\n")] = 0;
+        return strcmp(now, w->mode) == 0;
+}
+
+bool tl_fuse_hang_mode(pid_t pid, const char *mountpoint, const char *mode) {
+        struct mode_wait w = { mountpoint, mode };
+        int sig = strcmp(mode, "all") == 0 ? SIGUSR1 : strcmp(mode, "probe") == 0 ? SIGRTMIN : SIGUSR2;
+
+        if (kill(pid, sig) < 0)
+                return false;
+        /* The signal is handled by whichever of its threads runs next: wait for that. */
+        return tl_wait_for(5000, mode_in_force, &w);
+}
+
 void tl_fuse_hang_stop(pid_t pid, const char *mountpoint) {
         if (pid <= 0)
                 return;

@@ -90,6 +90,9 @@ void tl_udevd_stop(void);
  * releases any hang, ends the server and unmounts. */
 void tl_fuse_hang_require(void);
 pid_t tl_fuse_hang_start(const char *mountpoint, const char *backing, int hang_max);
+/* Sets the FUSE file system's hang mode ("none", "all", or "probe": only the probe
+ * engine's workers) and waits until it is in force. */
+bool tl_fuse_hang_mode(pid_t pid, const char *mountpoint, const char *mode);
 void tl_fuse_hang_stop(pid_t pid, const char *mountpoint);
 
 /* Runs a shell command; returns its exit status (or -1); output in *ret_out if non-NULL. */
