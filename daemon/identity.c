@@ -21,13 +21,17 @@
  * copies of the disk's properties on the partition.
  */
 
-/* "kind:a" or "kind:a:b" */
+/* "kind:a" or "kind:a:b". Facts are valid UTF-8 already, but a partition's fallback
+ * takes udev's raw copies of the disk's properties: a key is stored and sent to
+ * clients, whose strict parser refuses a reply with one invalid byte. */
 static char *key(const char *kind, const char *a, const char *b) {
-        char *s;
+        char *s, *clean;
 
         if (b ? asprintf(&s, "%s:%s:%s", kind, a, b) < 0 : asprintf(&s, "%s:%s", kind, a) < 0)
                 return NULL;
-        return s;
+        clean = utf8_sanitize(s, strlen(s));
+        free(s);
+        return clean;
 }
 
 /* A disk's hardware key from udev's copies, which partitions carry too. */

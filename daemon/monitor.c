@@ -39,6 +39,9 @@ int event_source_from_string(const char *s) {
 }
 
 const char *monitor_source_name(const struct monitor *m) {
+        /* No monitor: a daemon (or test fixture) that does not listen for events. */
+        if (!m)
+                return "none";
         return m->use_udev ? "udev" : "kernel";
 }
 

@@ -52,6 +52,17 @@ int observation_set(struct observation *o, const char *key, const char *value) {
         return 0;
 }
 
+int observation_add_udev_property(struct observation *o, const char *name, const char *value) {
+        char key[OBS_KEY_MAX + 1];
+
+        if (o->n_entries >= OBS_ENTRIES_MAX - OBS_RESERVED)
+                return -ENOSPC;
+        if (!name || strlen(name) + 2 > OBS_KEY_MAX)
+                return 0;
+        snprintf(key, sizeof(key), "E:%s", name);
+        return observation_set(o, key, value) == -ENOMEM ? -ENOMEM : 0;
+}
+
 const char *observation_get(const struct observation *o, const char *key) {
         for (size_t i = 0; i < o->n_entries; i++)
                 if (streq(o->entries[i].key, key))

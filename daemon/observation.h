@@ -35,6 +35,11 @@ struct observation {
  * a malformed key. Values are copied and cut at OBS_VALUE_MAX bytes. */
 int observation_set(struct observation *o, const char *key, const char *value);
 const char *observation_get(const struct observation *o, const char *key);
+/* Adds udev property name=value as "E:name", within the bounds for what udev (or a
+ * hostile rule) hands us: a name that cannot be a key is dropped (0), and once the
+ * entries for udev properties are used up it returns -ENOSPC, so the caller stops
+ * (the rest stays free for sysfs and derived keys). -ENOMEM is the only failure. */
+int observation_add_udev_property(struct observation *o, const char *name, const char *value);
 void observation_done(struct observation *o);
 
 /* Text form. Parse errors name the line in *ret_line. */

@@ -141,15 +141,11 @@ int observe_udev_device(struct udev_device *d, struct observation *ret) {
         /* Properties: from the uevent, plus udev's database when udevd processed it. A
          * property we cannot store (hostile name, too many) is dropped, never fatal. */
         udev_list_entry_foreach(e, udev_device_get_properties_list_entry(d)) {
-                char key[OBS_KEY_MAX + 1];
-                const char *name = udev_list_entry_get_name(e);
                 /* Room stays for the sysfs and derived entries, whatever rules set. */
-                if (o.n_entries >= OBS_ENTRIES_MAX - OBS_RESERVED)
+                int k = observation_add_udev_property(&o, udev_list_entry_get_name(e), udev_list_entry_get_value(e));
+                if (k == -ENOSPC)
                         break;
-                if (!name || strlen(name) + 2 > OBS_KEY_MAX)
-                        continue;
-                snprintf(key, sizeof(key), "E:%s", name);
-                if (observation_set(&o, key, udev_list_entry_get_value(e)) == -ENOMEM)
+                if (k < 0)
                         goto fail;
         }
         /* Attributes straight from sysfs, relative to the device's directory: libudev

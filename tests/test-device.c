@@ -388,6 +388,16 @@ static void test_partition_identity_fallbacks(void **state) {
         assert_true(identity_is_weak(bare));
 }
 
+/* Found by fuzz-uevent: the fallback takes udev's raw copies of the disk's properties,
+ * and a key with invalid UTF-8 made every reply listing the device unparseable. */
+static void test_partition_fallback_key_is_utf8(void **state) {
+        _cleanup_free_ char *k = identity_of_text("kname=sdc2\nE:DEVTYPE=partition\nE:PARTN=2\n"
+                                                  "E:ID_SERIAL_SHORT=\\xff\\xfeS\nE:ID_MODEL=M\\xc3\n");
+
+        assert_true(utf8_is_valid(k, strlen(k)));
+        assert_string_equal(k, "serial:M\xef\xbf\xbd:\xef\xbf\xbd\xef\xbf\xbdS/part2");
+}
+
 static void test_partition_key_extends_disk_key(void **state) {
         /* identity.c and ARCHITECTURE.md: a partition without a table-entry UUID is keyed
          * by "the disk's key with /partN appended". Take the disk without a WWN so that
@@ -1417,6 +1427,7 @@ int main(void) {
                 cmocka_unit_test(test_sata_kernel_vs_udev_diff),
                 cmocka_unit_test(test_partition_facts),
                 cmocka_unit_test(test_partition_identity_fallbacks),
+                cmocka_unit_test(test_partition_fallback_key_is_utf8),
                 cmocka_unit_test(test_partition_key_extends_disk_key),
                 cmocka_unit_test(test_nvme_facts),
                 cmocka_unit_test(test_virtio_facts),
