@@ -11,12 +11,17 @@
 #include "log.h"
 #include "util.h"
 
+/* Without pidfds (Linux before 5.3, or valgrind 3.19, which answers ENOSYS), the exit is
+ * found by polling waitid() on this interval: a SIGCHLD signalfd would need the signal
+ * blocked in every thread, the probe workers too. */
+#define EXIT_POLL_USEC (20 * USEC_PER_MSEC)
+
 struct child {
         struct ev_loop *loop;
         pid_t pid;
         int pidfd, out_fd;
         struct ev_io *pid_io, *out_io;
-        struct ev_timer *timer;
+        struct ev_timer *timer, *exit_poll;
         bool timed_out;
         int64_t timeout;
         child_fn fn;
@@ -29,6 +34,7 @@ static void child_free(struct child *c) {
         ev_io_free(c->pid_io);
         ev_io_free(c->out_io);
         ev_timer_free(c->timer);
+        ev_timer_free(c->exit_poll);
         if (c->pidfd >= 0)
                 close(c->pidfd);
         if (c->out_fd >= 0)
@@ -66,24 +72,38 @@ static void on_output(struct ev_io *io, uint32_t revents, void *userdata) {
                 ev_io_set_events(io, 0); /* the rest is read at exit */
 }
 
-static void on_exit_(struct ev_io *io, uint32_t revents, void *userdata) {
-        struct child *c = userdata;
+/* Reports and frees c if it has ended; false if it still runs. */
+static bool reap(struct child *c) {
         siginfo_t si = {};
-        int status;
+        int status, r;
 
-        if (waitid(P_PIDFD, (id_t) c->pidfd, &si, WEXITED | WNOHANG) < 0) {
+        r = c->pidfd >= 0 ? waitid(P_PIDFD, (id_t) c->pidfd, &si, WEXITED | WNOHANG)
+                          : waitid(P_PID, (id_t) c->pid, &si, WEXITED | WNOHANG);
+        if (r < 0) {
                 if (errno == EINTR)
-                        return;
+                        return false;
                 /* Reaped elsewhere or gone: it has ended, how is unknown. */
                 si.si_code = CLD_KILLED;
                 si.si_status = SIGKILL;
         } else if (si.si_pid == 0)
-                return; /* not yet (spurious wakeup) */
+                return false; /* not yet (spurious wakeup) */
         status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status & 0x7f;
         drain(c);
         c->out[c->out_len] = 0;
         c->fn(c, status, c->timed_out, c->out, c->userdata);
         child_free(c);
+        return true;
+}
+
+static void on_exit_(struct ev_io *io, uint32_t revents, void *userdata) {
+        (void) reap(userdata);
+}
+
+static void on_exit_poll(struct ev_timer *t, void *userdata) {
+        struct child *c = userdata;
+
+        if (!reap(c) && ev_timer_arm(t, EXIT_POLL_USEC) < 0)
+                log_error("cannot re-arm the timer watching pid %d", (int) c->pid);
 }
 
 static void on_timeout(struct ev_timer *t, void *userdata) {
@@ -166,14 +186,20 @@ static int spawn(struct ev_loop *loop, const char *path, char *const argv[], cha
         c->out_fd = pipefd[0];
         (void) fcntl(c->out_fd, F_SETFL, O_NONBLOCK);
         c->pidfd = (int) syscall(SYS_pidfd_open, c->pid, 0);
-        if (c->pidfd < 0) {
+        if (c->pidfd < 0 && errno != ENOSYS) {
                 r = -errno;
                 kill(c->pid, SIGKILL);
                 (void) waitpid(c->pid, NULL, 0);
                 child_free(c);
                 return r;
         }
-        r = ev_io_new(loop, c->pidfd, POLLIN, on_exit_, c, &c->pid_io);
+        if (c->pidfd >= 0)
+                r = ev_io_new(loop, c->pidfd, POLLIN, on_exit_, c, &c->pid_io);
+        else {
+                r = ev_timer_new(loop, on_exit_poll, c, &c->exit_poll);
+                if (r == 0)
+                        r = ev_timer_arm(c->exit_poll, EXIT_POLL_USEC);
+        }
         if (r == 0)
                 r = ev_io_new(loop, c->out_fd, POLLIN, on_output, c, &c->out_io);
         if (r == 0 && timeout_usec > 0) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Child processes of the daemon (mkfs, filesystem growth, hooks), watched from the event
- * loop through a pidfd, never waited for in a blocking call.
+ * loop through a pidfd (where there is none, ENOSYS, by polling waitid every 20 ms),
+ * never waited for in a blocking call.
  *
  * A child gets an empty environment unless one is given, /dev/null as stdin, a pipe as
  * stdout and stderr (its last CHILD_OUTPUT_MAX bytes are kept for the error message),

@@ -1,7 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
+#include <limits.h>
 #include <liburing.h>
+#include <poll.h>
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "evloop.h"
 #include "log.h"
@@ -467,6 +474,18 @@ int ev_loop_iterate(struct ev_loop *loop, int64_t timeout_usec) {
         if (loop->defer_head)
                 timeout_usec = 0;
 
+        /* valgrind (3.19 at least) runs io_uring_enter holding the lock that lets one
+         * thread run at a time: a wait there would stop the probe workers until the next
+         * completion. poll(2) on the ring lets them run. */
+        if (RUNNING_ON_VALGRIND && timeout_usec != 0 && !io_uring_cq_ready(&loop->ring)) {
+                struct pollfd p = { .fd = loop->ring.ring_fd, .events = POLLIN };
+
+                r = io_uring_submit(&loop->ring);
+                if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+                        return r;
+                (void) poll(&p, 1, timeout_usec < 0 ? -1 : (int) MIN((timeout_usec + 999) / 1000, (int64_t) INT_MAX));
+                timeout_usec = 0;
+        }
         if (timeout_usec < 0)
                 r = io_uring_submit_and_wait(&loop->ring, 1);
         else {
