@@ -57,19 +57,12 @@ static void rotate(const char *dir, unsigned keep) {
         free(names);
 }
 
-int backup_journal(struct journal *j, const char *state_dir, unsigned keep, int64_t now, char **ret_path) {
-        _cleanup_free_ char *dir = NULL, *path = NULL, *tmp = NULL;
-        sqlite3 *dest = NULL;
-        sqlite3_backup *b;
-        struct tm tm;
+int backup_unique_path(const char *dir, int64_t now, char **ret) {
         time_t t = (time_t) (now / USEC_PER_SEC);
         char stamp[32];
-        int rc, r;
+        struct tm tm;
+        char *path = NULL;
 
-        if (asprintf(&dir, "%s/backups", state_dir) < 0)
-                return -ENOMEM;
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return log_error_errno(errno, "cannot create %s", dir);
         gmtime_r(&t, &tm);
         strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
         /* Two in one second get a suffix instead of replacing each other. */
@@ -81,6 +74,22 @@ int backup_journal(struct journal *j, const char *state_dir, unsigned keep, int6
                 if (access(path, F_OK) < 0)
                         break;
         }
+        *ret = path;
+        return 0;
+}
+
+int backup_journal(struct journal *j, const char *state_dir, unsigned keep, int64_t now, char **ret_path) {
+        _cleanup_free_ char *dir = NULL, *path = NULL, *tmp = NULL;
+        sqlite3 *dest = NULL;
+        sqlite3_backup *b;
+        int rc, r;
+
+        if (asprintf(&dir, "%s/backups", state_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "cannot create %s", dir);
+        if (backup_unique_path(dir, now, &path) < 0)
+                return -ENOMEM;
         if (asprintf(&tmp, "%s.tmp", path) < 0)
                 return -ENOMEM;
         (void) unlink(tmp);

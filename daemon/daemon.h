@@ -37,6 +37,7 @@ struct observing;
 struct enumerating;
 struct probe_engine;
 struct volumes;
+struct retention;
 
 struct daemon {
         struct options opts;
@@ -65,6 +66,7 @@ struct daemon {
         /* Observations waiting for probes, applied in order; the probes themselves. */
         struct probe_engine *probes;
         struct volumes *volumes; /* managed volumes and the intents on them */
+        struct retention *retention; /* pruning of old events (retention.c) */
         struct batch *batches;
         struct probing *probing;
         struct observing *observing;
@@ -85,6 +87,9 @@ struct daemon {
         int64_t next_backup;     /* realtime usec of the next scheduled one, 0 = not planned */
         int64_t next_full_scan;  /* monotonic usec, 0 = none planned */
         int64_t next_source_check;
+        json_object *last_recovery; /* the last restore of a corrupt ledger (meta), or NULL */
+        int degraded_logged;     /* the journal's degraded state as last logged */
+        unsigned commit_failures; /* device changes not recorded in a row: the retry's backoff */
         uint64_t rescans;        /* passes completed since start */
         uint64_t overflows;      /* netlink overflows since start */
 };

@@ -130,6 +130,11 @@ struct journal {
         int version;
         int64_t last_seq;
         sqlite3_stmt *stmt[_STMT_MAX];
+        /* The storage refused a write (full, read-only, failing): the errno, since when
+         * (realtime usec); cleared by the next commit that succeeds. */
+        int degraded;
+        int64_t degraded_since;
+        int degraded_seen; /* the last such errno, kept until journal_degraded_ack() */
 };
 
 static int sqlite_to_errno(int rc) {
@@ -162,11 +167,44 @@ static int sqlite_to_errno(int rc) {
         }
 }
 
+/* Whether a failed statement says the storage refused a write, and why: a full or
+ * read-only file system, a quota, an I/O error. Anything else (a constraint, a bug) is
+ * not the storage's fault. */
+static int storage_errno(struct journal *j, int rc) {
+        int sys = sqlite3_system_errno(j->db);
+
+        switch (rc & 0xff) {
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_IOERR:
+                return sys == ENOSPC || sys == EROFS || sys == EDQUOT || sys == EIO ? -sys : -EIO;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG; /* damaged while running: a restart restores a backup */
+        default:
+                return 0;
+        }
+}
+
+static void note_failure(struct journal *j, int rc) {
+        int r = storage_errno(j, rc);
+
+        if (r == 0)
+                return;
+        if (!j->degraded)
+                j->degraded_since = now_realtime_usec();
+        j->degraded = r;
+        j->degraded_seen = r;
+}
+
 static int exec(struct journal *j, const char *sql) {
         char *err = NULL;
         int rc = sqlite3_exec(j->db, sql, NULL, NULL, &err);
 
         if (rc != SQLITE_OK) {
+                note_failure(j, rc);
                 log_error("journal %s: %s", j->path, err ? err : sqlite3_errstr(rc));
                 sqlite3_free(err);
                 return sqlite_to_errno(rc);
@@ -384,6 +422,10 @@ static int prepare_statements(struct journal *j) {
 }
 
 int journal_open(const char *path, struct journal **ret, char **ret_error) {
+        return journal_open_with(path, NULL, ret, ret_error);
+}
+
+int journal_open_with(const char *path, const struct journal_options *opts, struct journal **ret, char **ret_error) {
         struct journal *j;
         struct stat st;
         int64_t version = 0;
@@ -460,6 +502,26 @@ int journal_open(const char *path, struct journal **ret, char **ret_error) {
                                         path, (long long) version, JOURNAL_SCHEMA_VERSION);
                 goto fail;
         }
+        /* A copy of what there was before any migration changes it: a migration that
+         * goes wrong in a way its transaction cannot undo (a bug in it, found later)
+         * still leaves the old ledger to go back to. */
+        if (version > 0 && version < JOURNAL_SCHEMA_VERSION && opts && opts->before_migration) {
+                r = opts->before_migration(j, (int) version, opts->userdata);
+                if (r < 0) {
+                        if (ret_error)
+                                (void) asprintf_or_null(ret_error,
+                                                "refusing to migrate journal %s from schema %lld without a backup: %s",
+                                                path, (long long) version, strerror(-r));
+                        goto fail;
+                }
+        }
+        /* A new journal gives the pages retention frees back to the file system (it runs
+         * incremental_vacuum after each batch); this must precede the first table. */
+        if (version == 0) {
+                r = exec(j, "PRAGMA auto_vacuum = INCREMENTAL");
+                if (r < 0)
+                        goto fail;
+        }
         r = migrate(j, version, ret_error);
         if (r < 0)
                 goto fail;
@@ -519,7 +581,68 @@ int journal_commit(struct journal *j) {
         int r = exec(j, "COMMIT");
         if (r < 0)
                 journal_rollback(j);
+        else
+                j->degraded = 0;
         return r;
+}
+
+int journal_degraded(struct journal *j, int64_t *ret_since) {
+        if (ret_since)
+                *ret_since = j->degraded ? j->degraded_since : 0;
+        return j->degraded;
+}
+
+int journal_integrity_check(struct journal *j, unsigned max_problems, json_object *problems) {
+        sqlite3_stmt *s;
+        char sql[64];
+        int rc, n = 0;
+
+        snprintf(sql, sizeof(sql), "PRAGMA integrity_check(%u)", MAX(max_problems, 1u));
+        rc = sqlite3_prepare_v2(j->db, sql, -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(rc) ?: -EIO;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                const char *row = (const char *) sqlite3_column_text(s, 0);
+                if (row && streq(row, "ok"))
+                        continue;
+                json_object_array_add(problems, json_object_new_string(row ? row : "?"));
+                n++;
+        }
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE) {
+                rc &= 0xff;
+                if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) {
+                        json_object_array_add(problems, json_object_new_string(sqlite3_errmsg(j->db)));
+                        return n + 1;
+                }
+                return sqlite_to_errno(rc) ?: -EIO;
+        }
+        return n;
+}
+
+const char *journal_degraded_reason(int err) {
+        switch (err) {
+        case -ENOSPC:
+                return "no space left on the ledger's file system";
+        case -EDQUOT:
+                return "the ledger's disk quota is exhausted";
+        case -EROFS:
+                return "the ledger's file system is read-only";
+        case -EBADMSG:
+                return "the ledger is damaged (blkledger check); a restart restores the newest backup";
+        case -EIO:
+                return "I/O error writing the ledger";
+        default:
+                return strerror(-err);
+        }
+}
+
+int journal_degraded_seen(struct journal *j) {
+        return j->degraded_seen;
+}
+
+void journal_degraded_ack(struct journal *j) {
+        j->degraded_seen = 0;
 }
 
 void journal_rollback(struct journal *j) {
@@ -535,6 +658,7 @@ static int step_done(struct journal *j, sqlite3_stmt *s) {
         sqlite3_reset(s);
         sqlite3_clear_bindings(s);
         if (rc != SQLITE_DONE) {
+                note_failure(j, rc);
                 log_error("journal %s: %s", j->path, sqlite3_errmsg(j->db));
                 return sqlite_to_errno(rc) ?: -EIO;
         }

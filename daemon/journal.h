@@ -24,6 +24,25 @@ struct journal;
  * errno and, if ret_error is non-NULL, an allocated one-line explanation:
  * -EPROTONOSUPPORT for a newer schema, -EBADMSG for a file that is not a database. */
 int journal_open(const char *path, struct journal **ret, char **ret_error);
+struct journal_options {
+        /* Called with the journal open at its old schema, before migrating it; a
+         * negative return stops the open. */
+        int (*before_migration)(struct journal *j, int old_version, void *userdata);
+        void *userdata;
+};
+int journal_open_with(const char *path, const struct journal_options *opts, struct journal **ret, char **ret_error);
+/* Nonzero (a negative errno: -ENOSPC, -EROFS, -EDQUOT, -EIO) while the storage refuses
+ * writes; cleared by the next commit that succeeds. */
+int journal_degraded(struct journal *j, int64_t *ret_since);
+/* The same, latched: a refusal since the last journal_degraded_ack(), however short
+ * (a commit that fits in the log's room may succeed between two that do not). */
+int journal_degraded_seen(struct journal *j);
+/* What status and the log say for such an errno. */
+const char *journal_degraded_reason(int err);
+/* PRAGMA integrity_check: appends up to max_problems findings to problems and returns
+ * how many (0: sound), or a negative errno when the check itself could not run. */
+int journal_integrity_check(struct journal *j, unsigned max_problems, json_object *problems);
+void journal_degraded_ack(struct journal *j);
 struct journal *journal_close(struct journal *j);
 int journal_schema_version(struct journal *j);
 const char *journal_path(struct journal *j);

@@ -28,6 +28,9 @@ int log_parse_level(const char *s);
 #define MSGID_DRIFT_CLOSED "d05daae623d14011b2f937c6084eaeee"
 #define MSGID_INTENT_FAILED "e0ecc18ad69a40cf8a3dab2800cb8b9b"
 #define MSGID_DEVICE_UNRESPONSIVE "34580a33225942bca37380f47dca449c"
+#define MSGID_STORAGE_DEGRADED "ea7fb044f6ce4ff19c4ebc36039b4581"
+#define MSGID_STORAGE_RECOVERED "3a50966b34b14a9cb6ff11a1991ec1ca"
+#define MSGID_LEDGER_RESTORED "e23fd2f3b4f24d1e9e26c188b0121970"
 
 void log_msg(int level, const char *fmt, ...) _printf_(2, 3);
 /* log_msg with a MESSAGE_ID (in the foreground, "[id]" before the text). */

@@ -10,17 +10,25 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "backup.h"
+#include "config-file.h"
 #include "daemon.h"
 #include "identity.h"
 #include "log.h"
 #include "observe.h"
 #include "probe-engine.h"
 #include "probe.h"
+#include "privilege.h"
+#include "recovery.h"
+#include "retention.h"
 #include "crashpoint.h"
 #include "util.h"
 #include "volumes.h"
 
 #define TICK_USEC USEC_PER_SEC
+/* The ledger is corrupt and no backup could replace it (blkledgerd(8), EXIT STATUS):
+ * restarting cannot help, so the unit does not (RestartPreventExitStatus=). */
+#define EXIT_CORRUPT 3
 #define SOURCE_CHECK_USEC (5 * USEC_PER_SEC)
 
 extern const char io_blkledger_varlink[];
@@ -100,12 +108,14 @@ static void on_signal(struct ev_io *io, uint32_t revents, void *userdata) {
                         ev_loop_exit(d->loop, 0);
                         break;
                 case SIGHUP:
-                        /* Nothing to reload yet; say so rather than die. */
-                        log_info("received SIGHUP: nothing to reload");
+                        log_info("received SIGHUP: reloading the configuration");
+                        (void) config_reload(d);
                         break;
                 }
         }
 }
+
+static void check_degraded(struct daemon *d);
 
 static void on_tick(struct ev_timer *t, void *userdata) {
         struct daemon *d = userdata;
@@ -128,6 +138,8 @@ static void on_tick(struct ev_timer *t, void *userdata) {
                         d->next_backup = real + (daemon_backup(d, NULL) < 0 ? 3600 * USEC_PER_SEC
                                                                               : d->opts.backup_interval);
         }
+        check_degraded(d);
+        retention_tick(d->retention, now_realtime_usec(), now);
         if (d->next_full_scan && now >= d->next_full_scan) {
                 d->next_full_scan = d->opts.rescan_interval ? now + d->opts.rescan_interval : 0;
                 reconcile_request_pass(d, NULL);
@@ -148,6 +160,131 @@ static int record_daemon_event(struct daemon *d, const char *kind, json_object *
         if (r < 0)
                 journal_rollback(d->journal);
         return r;
+}
+
+/* The storage refusing writes and accepting them again: said once each way, the second
+ * time also in the history (the first cannot be written, by its nature). */
+static void check_degraded(struct daemon *d) {
+        int now = journal_degraded(d->journal, NULL), seen = journal_degraded_seen(d->journal);
+
+        if (seen && !d->degraded_logged) {
+                log_msg_id(LOG_LEVEL_WARNING, MSGID_STORAGE_DEGRADED,
+                           "degraded: the journal cannot be written (%s); serving what it holds, retrying",
+                           journal_degraded_reason(seen));
+                d->degraded_logged = seen;
+        }
+        if (now || !d->degraded_logged)
+                return;
+        {
+                json_object *after = json_object_new_object();
+                int r;
+                if (after)
+                        json_object_object_add(after, "reason",
+                                               json_object_new_string(journal_degraded_reason(d->degraded_logged)));
+                r = record_daemon_event(d, "storage_recovered", after);
+                json_object_put(after);
+                if (r < 0)
+                        return; /* refused again: still degraded, said already */
+        }
+        log_msg_id(LOG_LEVEL_INFO, MSGID_STORAGE_RECOVERED, "the journal can be written again; no longer degraded");
+        journal_degraded_ack(d->journal);
+        d->degraded_logged = 0;
+}
+
+static int backup_before_migration(struct journal *j, int old_version, void *userdata) {
+        struct daemon *d = userdata;
+
+        log_info("writing a backup of the ledger at schema %d before migrating it", old_version);
+        return backup_journal(j, d->opts.state_dir, d->opts.backup_keep, now_realtime_usec(), NULL);
+}
+
+static void close_ledger(struct daemon *d) {
+        drift_done(&d->drift);
+        ledger_done(&d->ledger);
+        d->journal = journal_close(d->journal);
+}
+
+/* Opens the journal and loads the ledger, the expectations and the drift from it. A
+ * journal found corrupt, by quick_check before it is opened or by reading it, is moved
+ * aside and replaced by the newest sound backup (recovery.c); -EBADMSG when none is. */
+static int open_ledger(struct daemon *d, const char *path) {
+        const struct journal_options jo = { .before_migration = backup_before_migration, .userdata = d };
+        struct recovery rec = {};
+
+        for (int attempt = 0;; attempt++) {
+                _cleanup_free_ char *reason = NULL, *error = NULL;
+                int r = ledger_file_check(path, false, &reason);
+
+                if (r == 0 || r == -ENOENT) {
+                        r = journal_open_with(path, &jo, &d->journal, &error);
+                        if (r == 0) {
+                                r = ledger_load(&d->ledger, d->journal);
+                                if (r == 0)
+                                        r = drift_load(&d->drift, d->journal);
+                                if (r < 0) {
+                                        (void) asprintf_or_null(&error, "cannot load the ledger from %s: %s", path,
+                                                                strerror(-r));
+                                        close_ledger(d);
+                                }
+                        }
+                        if (r == 0)
+                                break;
+                        if (r != -EBADMSG || attempt > 0) {
+                                log_error("%s", error ? error : strerror(-r));
+                                recovery_done(&rec);
+                                return r == -EBADMSG ? -EIO : r;
+                        }
+                        free(reason);
+                        reason = recovery_clean_text(error ? error : "unreadable");
+                } else if (r != -EBADMSG) {
+                        log_error_errno(r, "cannot check the ledger %s", path);
+                        return r;
+                }
+                if (attempt > 0) {
+                        log_error("the ledger restored from %s is corrupt too (%s)", rec.restored_from,
+                                  reason ? reason : "?");
+                        recovery_done(&rec);
+                        return -EIO;
+                }
+                log_error("ledger %s is corrupt: %s", path, reason ? reason : "?");
+                free(error);
+                error = NULL;
+                r = recovery_restore(d->opts.state_dir, path, reason ? reason : "corrupt", now_realtime_usec(),
+                                     &rec, &error);
+                if (r < 0) {
+                        /* The one line an admin reads in the journal or on the terminal. */
+                        log_error("%s", error ? error : strerror(-r));
+                        if (!d->opts.foreground)
+                                fprintf(stderr, "blkledgerd: %s\n", error ? error : strerror(-r));
+                        recovery_done(&rec);
+                        return r;
+                }
+        }
+        if (rec.restored_from) {
+                json_object *o = recovery_to_json(&rec);
+                int r = -ENOMEM;
+
+                if (o) {
+                        log_msg_id(LOG_LEVEL_WARNING, MSGID_LEDGER_RESTORED,
+                                   "ledger restored from backup %s (the corrupt one is %s); a full pass rebuilds "
+                                   "the device facts",
+                                   rec.restored_from, rec.moved_to);
+                        r = journal_meta_set(d->journal, "last_recovery",
+                                             json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+                        if (r == 0)
+                                r = record_daemon_event(d, "ledger_restored", o);
+                        json_object_put(o);
+                }
+                if (r < 0)
+                        log_warning_errno(r, "cannot record the restore in the journal");
+        }
+        recovery_done(&rec);
+        {
+                _cleanup_free_ char *text = NULL;
+                if (journal_meta_get(d->journal, "last_recovery", &text) == 0 && text)
+                        d->last_recovery = json_tokener_parse(text);
+        }
+        return 0;
 }
 
 static int record_start(struct daemon *d) {
@@ -279,20 +416,10 @@ int main(int argc, char **argv) {
 
         if (asprintf(&journal_file, "%s/ledger.db", d.opts.state_dir) < 0)
                 goto out_lock;
-        r = journal_open(journal_file, &d.journal, &error);
+        r = open_ledger(&d, journal_file);
         if (r < 0) {
-                log_error("%s", error ? error : strerror(-r));
+                ret = r == -EBADMSG ? EXIT_CORRUPT : EXIT_FAILURE;
                 goto out_lock;
-        }
-        r = ledger_load(&d.ledger, d.journal);
-        if (r < 0) {
-                log_error_errno(r, "cannot load the ledger from %s", journal_file);
-                goto out_journal;
-        }
-        r = drift_load(&d.drift, d.journal);
-        if (r < 0) {
-                log_error_errno(r, "cannot load expectations and drift from %s", journal_file);
-                goto out_ledger;
         }
         {
                 _cleanup_free_ char *ts = NULL;
@@ -412,10 +539,20 @@ int main(int argc, char **argv) {
                         goto out_monitor;
                 }
         }
+        if (privilege_drop() < 0)
+                goto out_socket;
         r = record_start(&d);
         if (r < 0) {
                 log_error_errno(r, "cannot write to the journal");
                 goto out_socket;
+        }
+        r = retention_new(d.journal,
+                          &(struct retention_policy) { .max_age = d.opts.event_max_age,
+                                                       .max_count = d.opts.event_max_count },
+                          &d.retention);
+        if (r < 0) {
+                log_error_errno(r, "cannot set up the pruning of old events");
+                goto out_timer;
         }
         if (scope_is_set(&d.opts.scope))
                 for (unsigned i = 0; i < d.opts.n_scope_specs; i++)
@@ -460,6 +597,7 @@ out_timer:
         d.server = server_free(d.server);
         if (record_daemon_event(&d, "daemon_stopped", NULL) < 0)
                 log_warning("cannot record the stop in the journal");
+        d.retention = retention_free(d.retention);
 out_socket:
         /* The socket path is ours while we hold its lock (not when systemd passed it). */
         if (!d.socket_activated)
@@ -481,10 +619,8 @@ out_loop:
         d.volumes = volumes_free(d.volumes);
         ev_loop_free(d.loop);
 out_ledger:
-        drift_done(&d.drift);
-        ledger_done(&d.ledger);
-out_journal:
-        journal_close(d.journal);
+        close_ledger(&d);
+        json_object_put(d.last_recovery);
 out_lock:
         close(d.state_lock_fd);
 out_options:

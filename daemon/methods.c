@@ -4,6 +4,8 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "retention.h"
+#include "transfer.h"
 #include "util.h"
 #include "volumes.h"
 
@@ -62,12 +64,26 @@ static int method_get_status(struct client *c, json_object *params, unsigned fla
         json_object_object_add(p, "drift_open", json_object_new_int64((int64_t) d->drift.n_open));
         json_object_object_add(p, "expectations", json_object_new_int64((int64_t) d->drift.n_exps));
         json_object_object_add(p, "last_seq", json_object_new_int64(journal_last_seq(d->journal)));
+        json_object_object_add(p, "events_pruned", json_object_new_int64((int64_t) retention_pruned_total(d->retention)));
+        json_object_object_add(p, "last_prune", retention_last_prune(d->retention)
+                                                        ? json_object_new_string(format_rfc3339(retention_last_prune(d->retention), ts))
+                                                        : NULL);
         json_object_object_add(p, "schema_version", json_object_new_int64(journal_schema_version(d->journal)));
         json_object_object_add(p, "state_dir", json_object_new_string(d->opts.state_dir));
+        json_object_object_add(p, "config_file",
+                               d->opts.config_loaded ? json_object_new_string(d->opts.config_path) : NULL);
         json_object_object_add(p, "scope", scope);
         json_object_object_add(p, "clients", json_object_new_int64(server_n_clients(d->server)));
         json_object_object_add(p, "last_backup",
                                d->last_backup ? json_object_new_string(format_rfc3339(d->last_backup, ts)) : NULL);
+        {
+                int64_t since;
+                int why = journal_degraded(d->journal, &since);
+                json_object_object_add(p, "degraded", why ? json_object_new_string(journal_degraded_reason(why)) : NULL);
+                json_object_object_add(p, "degraded_since",
+                                       why ? json_object_new_string(format_rfc3339(since, ts)) : NULL);
+        }
+        json_object_object_add(p, "recovery", d->last_recovery ? json_object_get(d->last_recovery) : NULL);
         json_object_object_add(p, "volumes", json_object_new_int64((int64_t) volumes_count(d->volumes)));
         json_object_object_add(p, "intents_unfinished", json_object_new_int64((int64_t) volumes_unfinished(d->volumes)));
         json_object_object_add(p, "volume_dir", json_object_new_string(d->volumes ? volumes_dir(d->volumes) : d->opts.volume_dir));
@@ -458,6 +474,37 @@ static int method_backup(struct client *c, json_object *params, unsigned flags, 
         return reply_and_put(c, p);
 }
 
+static int method_check_integrity(struct client *c, json_object *params, unsigned flags, void *userdata) {
+        struct daemon *d = userdata;
+        json_object *p, *problems = json_object_new_array();
+        int64_t t0 = now_monotonic_usec();
+        int r;
+
+        if (!problems)
+                return -ENOMEM;
+        if (server_check_params(c, params, NULL) < 0) {
+                json_object_put(problems);
+                return 0;
+        }
+        r = journal_integrity_check(d->journal, 100, problems);
+        if (r < 0) {
+                json_object_put(problems);
+                return r;
+        }
+        if (r > 0)
+                log_error("integrity_check of the ledger found %d problems; the next start restores the newest "
+                          "backup", r);
+        p = json_object_new_object();
+        if (!p) {
+                json_object_put(problems);
+                return -ENOMEM;
+        }
+        json_object_object_add(p, "ok", json_object_new_boolean(r == 0));
+        json_object_object_add(p, "problems", problems);
+        json_object_object_add(p, "duration_ms", json_object_new_int64((now_monotonic_usec() - t0) / 1000));
+        return reply_and_put(c, p);
+}
+
 const struct method daemon_methods[] = {
         { "io.blkledger.GetStatus", method_get_status, 0 },
         { "io.blkledger.ListDevices", method_list_devices, 0 },
@@ -471,6 +518,9 @@ const struct method daemon_methods[] = {
         { "io.blkledger.ListExpectations", method_list_expectations, 0 },
         { "io.blkledger.ListDrift", method_list_drift, 0 },
         { "io.blkledger.Backup", method_backup, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
+        { "io.blkledger.Export", method_export, METHOD_ROOT_ONLY },
+        { "io.blkledger.CheckIntegrity", method_check_integrity, METHOD_ROOT_ONLY },
+        { "io.blkledger.Import", method_import, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.CreateVolume", method_create_volume, METHOD_ROOT_ONLY | METHOD_SIDE_EFFECTS },
         { "io.blkledger.ListVolumes", method_list_volumes, 0 },
         { "io.blkledger.GetVolume", method_get_volume, 0 },

@@ -544,6 +544,11 @@ static void on_workers(struct ev_io *io, uint32_t revents, void *userdata) {
         }
 }
 
+void probe_engine_set_timeout(struct probe_engine *e, int64_t timeout) {
+        /* Read only on the loop thread (submission, the watchdog), never by the workers. */
+        e->cfg.timeout = timeout;
+}
+
 void probe_engine_tick(struct probe_engine *e, int64_t now) {
         struct probe_request *late[64];
         unsigned n = 0;

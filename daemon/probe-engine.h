@@ -79,6 +79,8 @@ void probe_engine_submit(struct probe_engine *e, struct probe_request *req);
 /* Once a second: probes whose libblkid run outlives the timeout (a device that hung after
  * its reads answered) are reported -ETIMEDOUT and their worker left to finish. */
 void probe_engine_tick(struct probe_engine *e, int64_t now_mono);
+/* A new timeout for reads submitted from now on (a reload); reads in flight keep theirs. */
+void probe_engine_set_timeout(struct probe_engine *e, int64_t timeout);
 bool probe_engine_is_stuck(const struct probe_engine *e, dev_t devnum);
 /* Worker threads running, those held by hung devices included. */
 unsigned probe_engine_workers(struct probe_engine *e);

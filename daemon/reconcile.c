@@ -73,6 +73,16 @@ struct probing {
 static void try_apply(struct daemon *d);
 static void end_pass(struct daemon *d, int error);
 
+/* Changes the journal did not take (a full or read-only disk): the full pass that
+ * records them again comes after 1, 2, 4 ... 60 seconds, and at once on a reconcile. */
+static void retry_later(struct daemon *d) {
+        unsigned n = MIN(d->commit_failures, 6u);
+        int64_t delay = MIN((int64_t) 1 << n, (int64_t) 60) * USEC_PER_SEC;
+
+        d->commit_failures++;
+        d->next_full_scan = now_monotonic_usec() + delay;
+}
+
 static void free_probing(struct probing *p) {
         free(p->req.devnode);
         observation_done(&p->req.result);
@@ -651,7 +661,7 @@ static void end_pass(struct daemon *d, int error) {
         d->pass = NULL;
         if (error < 0) {
                 ledger_abort_pass(&d->ledger);
-                d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
+                retry_later(d);
         }
         answer_waiters(d, p, error);
         free_pass(p);
@@ -670,6 +680,7 @@ static void finish_pass(struct daemon *d) {
                 end_pass(d, r);
                 return;
         }
+        d->commit_failures = 0;
         after_commit(d);
         /* Devices, not observations: the identity closure may look at one twice. */
         p->stats.checked = 0;
@@ -763,9 +774,11 @@ static void try_apply(struct daemon *d) {
                 batch_free(b);
                 if (r < 0) {
                         log_error_errno(r, "cannot record device changes; retrying with a full pass");
-                        d->next_full_scan = now_monotonic_usec() + 5 * USEC_PER_SEC;
-                } else
+                        retry_later(d);
+                } else {
+                        d->commit_failures = 0;
                         after_commit(d);
+                }
                 if (pass) {
                         pass->chunks_out--;
                         if (r < 0 && d->pass == pass) {

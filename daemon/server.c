@@ -14,6 +14,7 @@
 
 const struct server_limits server_default_limits = {
         .max_message = 65536,
+        .max_message_root = 64u << 20,
         .max_clients = 256,
         .max_clients_user = 32,
         .partial_timeout = 10 * USEC_PER_SEC,
@@ -115,6 +116,10 @@ uid_t client_uid(const struct client *c) {
 
 unsigned server_n_clients(const struct server *s) {
         return s->n_clients;
+}
+
+void server_set_limits(struct server *s, const struct server_limits *limits) {
+        s->limits = *limits;
 }
 
 static void client_free(struct client *c) {
@@ -457,13 +462,19 @@ void server_notify_events(struct server *s) {
         }
 }
 
+/* Root's messages may be larger: an Import carries a whole export. The small limit
+ * guards against unprivileged clients; root is trusted with the daemon anyway. */
+static size_t max_message(const struct client *c) {
+        return c->uid == 0 ? c->server->limits.max_message_root : c->server->limits.max_message;
+}
+
 /* Reads what is there. Returns 0, or -errno when the connection is finished. */
 static int client_read(struct client *c) {
         for (;;) {
                 ssize_t n;
                 int r;
 
-                if (vl_buf_len(&c->in) > c->server->limits.max_message)
+                if (vl_buf_len(&c->in) > max_message(c))
                         return 0; /* client_process reports the oversized message */
                 r = vl_buf_reserve(&c->in, 16384);
                 if (r < 0)
@@ -495,12 +506,11 @@ static void client_process(struct client *c) {
         int r;
 
         while (!c->closing && !c->in_call && vl_buf_len(&c->out) < OUT_WATERMARK) {
-                r = vl_frame_next(&c->in, s->limits.max_message, &len);
+                r = vl_frame_next(&c->in, max_message(c), &len);
                 if (r < 0) {
                         log_warning("client pid %d sent a message over %zu bytes; closing it", (int) c->pid,
-                                    s->limits.max_message);
-                        reply_error_int(c, "io.blkledger.MessageTooLarge", "max_bytes",
-                                        (int64_t) s->limits.max_message);
+                                    max_message(c));
+                        reply_error_int(c, "io.blkledger.MessageTooLarge", "max_bytes", (int64_t) max_message(c));
                         c->closing = true;
                         break;
                 }

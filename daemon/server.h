@@ -20,6 +20,7 @@ struct client;
 
 struct server_limits {
         size_t max_message;        /* bytes of one incoming message */
+        size_t max_message_root;   /* the same from root (Import carries a whole export) */
         unsigned max_clients;      /* connections in all */
         unsigned max_clients_user; /* connections of one non-root user */
         int64_t partial_timeout;   /* usec a started message may take to complete */
@@ -74,6 +75,8 @@ void server_notify_events(struct server *s);
 /* Once a second: time out partial messages and stalled clients. */
 void server_tick(struct server *s, int64_t now_mono);
 unsigned server_n_clients(const struct server *s);
+/* New limits (a reload): connections already accepted stay, even above max_clients. */
+void server_set_limits(struct server *s, const struct server_limits *limits);
 
 int server_reply(struct client *c, json_object *params);
 int server_reply_error(struct client *c, const char *error, json_object *params);

@@ -1301,6 +1301,28 @@ int volumes_new(struct daemon *d, const char *dir, struct volumes **ret) {
         return 0;
 }
 
+int volumes_reload(struct volumes *vs) {
+        struct volumes fresh = { .d = vs->d };
+        int r;
+
+        if (vs->running || vs->n_open > 0)
+                return -EBUSY;
+        r = vstore_load_volumes(vs->d->journal, vol_add, &fresh);
+        if (r < 0) {
+                for (size_t i = 0; i < fresh.n_vols; i++)
+                        volume_free(fresh.vols[i]);
+                free(fresh.vols);
+                return r;
+        }
+        for (size_t i = 0; i < vs->n_vols; i++)
+                volume_free(vs->vols[i]);
+        free(vs->vols);
+        vs->vols = fresh.vols;
+        vs->n_vols = fresh.n_vols;
+        update_drift(vs);
+        return 0;
+}
+
 struct volumes *volumes_free(struct volumes *vs) {
         if (!vs)
                 return NULL;

@@ -84,6 +84,8 @@ struct volumes;
 /* Loads volumes and unfinished intents; dir is created (0700) if missing. */
 int volumes_new(struct daemon *d, const char *dir, struct volumes **ret);
 struct volumes *volumes_free(struct volumes *vs);
+/* Reads the volumes table again (after an import); -EBUSY while an intent is open. */
+int volumes_reload(struct volumes *vs);
 /* Starts carrying on unfinished intents (after the daemon serves). */
 void volumes_start(struct volumes *vs);
 /* Once a second: due retries. */

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Description: on real loop devices (ext4, swap, blank), the daemon's ledger agrees with
- * blkid -p, follows attach, detach and reformat, ignores devices outside its scope, and
+ * blkid -p, follows attach, detach and reformat, ignores devices outside its scope,
+ * keeps only its documented capabilities with no_new_privs in every thread, and
  * handles SIGHUP and SIGTERM. */
 #include "config.h"
 
+#include <dirent.h>
+#include <linux/capability.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -300,6 +303,75 @@ static void test_out_of_scope_invisible(void **state) {
         tl_loop_free(o);
 }
 
+/* The capability fields and NoNewPrivs of /proc/.../status, the sets as masks. */
+struct creds {
+        uint64_t inh, prm, eff, bnd, amb;
+        int nnp;
+};
+
+static bool read_creds(const char *path, struct creds *c) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char line[256];
+        int n = 0;
+
+        *c = (struct creds) { .nnp = -1 };
+        if (!f)
+                return false;
+        while (fgets(line, sizeof(line), f)) {
+                n += sscanf(line, "CapInh: %" SCNx64, &c->inh) + sscanf(line, "CapPrm: %" SCNx64, &c->prm) +
+                     sscanf(line, "CapEff: %" SCNx64, &c->eff) + sscanf(line, "CapBnd: %" SCNx64, &c->bnd) +
+                     sscanf(line, "CapAmb: %" SCNx64, &c->amb) + sscanf(line, "NoNewPrivs: %d", &c->nnp);
+        }
+        return n == 6;
+}
+
+/* The set units/blkledgerd.service.in documents (CapabilityBoundingSet=), as far as this
+ * test has it itself: a container may lack some (CAP_SYS_RESOURCE, say). */
+static void test_least_privilege(void **state) {
+        const uint64_t permitted = (UINT64_C(1) << CAP_SYS_ADMIN) | (UINT64_C(1) << CAP_SYS_PTRACE) |
+                                   (UINT64_C(1) << CAP_DAC_READ_SEARCH) | (UINT64_C(1) << CAP_SYS_RESOURCE);
+        /* CAP_SYS_RESOURCE is for the tools only (online resize2fs). */
+        const uint64_t effective = permitted & ~(UINT64_C(1) << CAP_SYS_RESOURCE);
+        struct creds self, c;
+        char path[128];
+        struct dirent *de;
+        unsigned threads = 0;
+        DIR *dir;
+
+        assert_true(read_creds("/proc/self/status", &self));
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) daemon_->pid);
+        assert_true(read_creds(path, &c));
+        assert_true(c.prm == (permitted & self.bnd));
+        assert_true(c.eff == (effective & self.bnd));
+        assert_true(c.bnd == (permitted & self.bnd));
+        assert_true(c.inh == 0 && c.amb == 0);
+        assert_int_equal(c.nnp, 1);
+        /* Capabilities and no_new_privs are per thread: the probe workers too. io_uring's
+         * own workers (iou-*) run no code of ours and act with the submitter's. */
+        snprintf(path, sizeof(path), "/proc/%d/task", (int) daemon_->pid);
+        assert_non_null(dir = opendir(path));
+        while ((de = readdir(dir))) {
+                _cleanup_free_ char *comm = NULL;
+                char p[512];
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(p, sizeof(p), "%s/%s/comm", path, de->d_name);
+                if (read_one_line(p, &comm) < 0 || startswith(comm, "iou-"))
+                        continue;
+                snprintf(p, sizeof(p), "%s/%s/status", path, de->d_name);
+                if (!read_creds(p, &c))
+                        continue; /* exited meanwhile */
+                fprintf(stderr, "thread %s (%s): CapPrm %" PRIx64 " CapEff %" PRIx64 " CapBnd %" PRIx64
+                                " NoNewPrivs %d\n", de->d_name, comm, c.prm, c.eff, c.bnd, c.nnp);
+                assert_true(c.prm == (permitted & self.bnd) && c.eff == (effective & self.bnd) &&
+                            c.bnd == (permitted & self.bnd) && c.nnp == 1);
+                threads++;
+        }
+        closedir(dir);
+        assert_true(threads >= 2); /* the loop and at least one probe worker */
+}
+
 static void test_sighup_harmless(void **state) {
         json_object *s;
 
@@ -333,6 +405,7 @@ int main(void) {
                 cmocka_unit_test(test_reconcile_sees_reformat),
                 cmocka_unit_test(test_deleted_backing_file_keeps_record),
                 cmocka_unit_test(test_out_of_scope_invisible),
+                cmocka_unit_test(test_least_privilege),
                 cmocka_unit_test(test_sighup_harmless),
                 cmocka_unit_test(test_sigterm_clean_exit),
         };

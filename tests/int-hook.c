@@ -2,11 +2,14 @@
 /* Description: an expectation's on_appear actions on real loop devices: format-if-blank
  * formats a blank device and refuses one with data libblkid does not recognise (the file
  * is unchanged) or with a signature; run: executes a root-owned program with a clean
- * BLKLEDGER_* environment and records its exit status; a program that hangs is killed at
+ * BLKLEDGER_* environment, no_new_privs and only the daemon's capabilities (bounding set
+ * CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYS_RESOURCE, as far as the test
+ * has them), and records its exit status; a program that hangs is killed at
  * --hook-timeout, the intent says so, and the daemon answers throughout; programs
  * anyone could change are refused. */
 #include "config.h"
 
+#include <linux/capability.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -148,13 +151,28 @@ static char *hook(const char *name, const char *body, mode_t mode) {
         return path;
 }
 
+/* "CapBnd:\tHEX\n" of the documented set as far as this process has it. */
+static char *expected_bounding_line(void) {
+        const uint64_t kept = (UINT64_C(1) << CAP_SYS_ADMIN) | (UINT64_C(1) << CAP_SYS_PTRACE) |
+                              (UINT64_C(1) << CAP_DAC_READ_SEARCH) | (UINT64_C(1) << CAP_SYS_RESOURCE);
+        _cleanup_free_ char *own = NULL;
+        uint64_t bnd = 0;
+        char *line = NULL;
+
+        assert_int_equal(tl_sh(&own, "grep '^CapBnd:' /proc/self/status"), 0);
+        assert_int_equal(sscanf(own, "CapBnd: %" SCNx64, &bnd), 1);
+        assert_true(asprintf(&line, "CapBnd:\t%016" PRIx64 "\n", kept & bnd) > 0);
+        return line;
+}
+
 static void test_run(void **state) {
         _cleanup_free_ char *file = image("run", NULL), *envfile = NULL, *body = NULL, *prog = NULL, *env = NULL;
         struct tl_loop *l;
         json_object *it, *result;
 
         assert_true(asprintf(&envfile, "%s/hook.env", tl_tmpdir()) > 0);
-        assert_true(asprintf(&body, "env > %s; pwd >> %s; exit 3", envfile, envfile) > 0);
+        assert_true(asprintf(&body, "env > %s; pwd >> %s; grep -E \"^(CapBnd|NoNewPrivs):\" /proc/self/status >> %s; exit 3",
+                             envfile, envfile, envfile) > 0);
         prog = hook("hook-env", body, 0755);
         assert_int_equal(cli(NULL, "expect runner --match loop-file=%s --on-appear run:%s", file, prog), 0);
         l = tl_loop_attach_file(file);
@@ -179,6 +197,12 @@ static void test_run(void **state) {
         assert_null(strstr(env, "NOTIFY_SOCKET="));
         assert_null(strstr(env, "BLKLEDGER_TEST_TMPDIR="));
         assert_non_null(strstr(env, "\n/\n"));
+        /* Root, but only with what the daemon kept, and no way to gain more. */
+        {
+                _cleanup_free_ char *bnd = expected_bounding_line();
+                assert_non_null(strstr(env, bnd));
+                assert_non_null(strstr(env, "NoNewPrivs:\t1\n"));
+        }
         tl_loop_free(l);
         assert_int_equal(cli(NULL, "unexpect runner"), 0);
 }

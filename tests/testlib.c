@@ -23,6 +23,19 @@ static char *tmpdir;
 static bool tmpdir_owned;
 static struct tl_loop *loops[MAX_TRACKED];
 static struct tl_daemon *daemons[64];
+static bool valgrind_failed;
+
+/* BLKLEDGER_VALGRIND=1 (make check-valgrind): daemons run under valgrind's memcheck. */
+static bool valgrind_mode(void) {
+        const char *e = getenv("BLKLEDGER_VALGRIND");
+        return !isempty(e) && !streq(e, "0");
+}
+
+int tl_timeout_scale(void) {
+        const char *e = getenv("BLKLEDGER_TIMEOUT_SCALE");
+        int s = isempty(e) ? 0 : atoi(e);
+        return s > 0 ? s : valgrind_mode() ? 10 : 1;
+}
 
 _Noreturn void tl_skip(const char *why) {
         fprintf(stderr, "SKIP: %s\n", why);
@@ -54,8 +67,17 @@ static void remove_tmpdir(void) {
 }
 
 static void at_exit(void) {
+        /* Under valgrind a daemon is stopped, not killed: its leak check runs at exit. */
+        for (size_t i = 0; valgrind_mode() && i < ELEMENTSOF(daemons); i++)
+                if (daemons[i] && daemons[i]->pid > 0)
+                        tl_daemon_stop(daemons[i], SIGTERM);
         cleanup_everything();
         remove_tmpdir();
+        if (valgrind_failed) {
+                fprintf(stderr, "valgrind found errors in blkledgerd (above); failing\n");
+                fflush(NULL);
+                _exit(1);
+        }
 }
 
 static void on_term(int sig) {
@@ -359,6 +381,62 @@ static void track_daemon(struct tl_daemon *d, bool add) {
                 }
 }
 
+/* Memcheck's report of a daemon that exited: LOG.valgrind.PID. No --error-exitcode: the
+ * forked children of child_fork() would inherit it (with the daemon's error count) and
+ * exit with it; --child-silent-after-fork keeps their leak reports (the parent's memory,
+ * copied) out. The summary decides instead, after the test, in at_exit(). */
+static void valgrind_check(const char *log, pid_t pid) {
+        _cleanup_free_ char *out = NULL;
+        char path[4200], line[1024];
+        FILE *f;
+        long errors = -1;
+
+        if (!valgrind_mode())
+                return;
+        snprintf(path, sizeof(path), "%s.valgrind.%d", log, (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return;
+        while (fgets(line, sizeof(line), f)) {
+                char *p = strstr(line, "ERROR SUMMARY: ");
+                if (p)
+                        errors = strtol(p + strlen("ERROR SUMMARY: "), NULL, 10);
+        }
+        fclose(f);
+        if (errors < 0)
+                fprintf(stderr, "valgrind: no summary in %s (killed?)\n", path);
+        else if (errors > 0) {
+                valgrind_failed = true;
+                if (tl_sh(&out, "cat '%s'", path) >= 0 && out)
+                        fprintf(stderr, "--- %s ---\n%s--- end ---\n", path, out);
+        } else
+                fprintf(stderr, "valgrind: no errors in %s\n", path);
+}
+
+/* Replaces this (forked) process with valgrind running argv. */
+static void exec_valgrind(char *const *argv, const char *log) {
+        char *vg[256], *supp = NULL, *logfile = NULL;
+        size_t k = 0;
+
+        if (asprintf(&supp, "--suppressions=%s/tests/valgrind.supp", tl_srcdir()) < 0 ||
+            asprintf(&logfile, "--log-file=%s.valgrind.%%p", log) < 0)
+                _exit(127);
+        vg[k++] = "valgrind";
+        vg[k++] = "--tool=memcheck";
+        vg[k++] = "--leak-check=full";
+        vg[k++] = "--show-leak-kinds=definite";
+        vg[k++] = "--errors-for-leak-kinds=definite";
+        vg[k++] = "--child-silent-after-fork=yes";
+        vg[k++] = "--num-callers=30";
+        vg[k++] = supp;
+        vg[k++] = logfile;
+        for (size_t i = 0; argv[i] && k < ELEMENTSOF(vg) - 1; i++)
+                vg[k++] = argv[i];
+        vg[k] = NULL;
+        execvp(vg[0], vg);
+        _exit(127);
+}
+
 /* fork + exec blkledgerd with args; stdout and stderr to log; notify socket optional. */
 static pid_t spawn(char *const *argv, const char *log, const char *notify) {
         pid_t parent = getpid(), pid;
@@ -383,6 +461,8 @@ static pid_t spawn(char *const *argv, const char *log, const char *notify) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        if (valgrind_mode())
+                exec_valgrind(argv, log);
         execv(argv[0], argv);
         _exit(127);
 }
@@ -434,7 +514,7 @@ static int start(struct tl_daemon *d) {
                 return -errno;
         tl_register_pid(d->pid);
 
-        deadline = now_monotonic_usec() + 20 * USEC_PER_SEC;
+        deadline = now_monotonic_usec() + 20 * USEC_PER_SEC * tl_timeout_scale();
         while (now_monotonic_usec() < deadline) {
                 struct pollfd p = { .fd = nfd, .events = POLLIN };
                 char buf[4096];
@@ -443,6 +523,7 @@ static int start(struct tl_daemon *d) {
 
                 if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
                         fprintf(stderr, "blkledgerd exited during start (status %d)\n", status);
+                        valgrind_check(d->log, d->pid);
                         d->exit_status = status;
                         d->pid = 0;
                         unlink(sa.sun_path);
@@ -473,7 +554,7 @@ static bool initial_pass_done(void *userdata) {
 }
 
 int tl_daemon_wait_verified(struct tl_daemon *d) {
-        if (tl_wait_for(30000, initial_pass_done, d))
+        if (tl_wait_for(30000, initial_pass_done, d)) /* scaled there */
                 return 0;
         fprintf(stderr, "blkledgerd did not complete its first pass in time\n");
         tl_daemon_print_log(d);
@@ -557,11 +638,13 @@ int tl_daemon_run_expect_exit(const char *name, const char *const *args, char **
         if (pid < 0)
                 return -1;
         tl_register_pid(pid);
-        for (int i = 0; i < 200; i++) {
-                if (waitpid(pid, &status, WNOHANG) == pid)
+        for (int i = 0, tries = 200 * tl_timeout_scale(); i < tries; i++) {
+                if (waitpid(pid, &status, WNOHANG) == pid) {
+                        valgrind_check(log, pid);
                         break;
+                }
                 usleep(50000);
-                if (i == 199) {
+                if (i == tries - 1) {
                         kill(pid, SIGKILL);
                         waitpid(pid, &status, 0);
                         return -ETIMEDOUT;
@@ -578,14 +661,15 @@ int tl_daemon_stop(struct tl_daemon *d, int sig) {
         if (d->pid <= 0)
                 return -ESRCH;
         kill(d->pid, sig);
-        for (int i = 0; i < 200; i++) {
+        for (int i = 0, n = 200 * tl_timeout_scale(); i < n; i++) {
                 if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+                        valgrind_check(d->log, d->pid);
                         d->pid = 0;
                         return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
                 }
                 usleep(50000);
         }
-        fprintf(stderr, "blkledgerd did not stop within 10 s of signal %d\n", sig);
+        fprintf(stderr, "blkledgerd did not stop within %d s of signal %d\n", 10 * tl_timeout_scale(), sig);
         kill(d->pid, SIGKILL);
         waitpid(d->pid, &status, 0);
         d->pid = 0;
@@ -607,7 +691,7 @@ void tl_daemon_free(struct tl_daemon *d) {
         if (!d)
                 return;
         if (d->pid > 0)
-                tl_daemon_stop(d, SIGKILL);
+                tl_daemon_stop(d, valgrind_mode() ? SIGTERM : SIGKILL);
         track_daemon(d, false);
         for (size_t i = 0; d->args && d->args[i]; i++)
                 free(d->args[i]);
@@ -683,7 +767,7 @@ char *tl_blkid(const char *devnode, const char *key) {
 }
 
 bool tl_wait_for(int timeout_ms, bool (*cond)(void *userdata), void *userdata) {
-        int64_t deadline = now_monotonic_usec() + (int64_t) timeout_ms * USEC_PER_MSEC;
+        int64_t deadline = now_monotonic_usec() + (int64_t) timeout_ms * USEC_PER_MSEC * tl_timeout_scale();
 
         for (;;) {
                 if (cond(userdata))

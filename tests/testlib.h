@@ -110,7 +110,12 @@ json_object *tl_find_device(json_object *list, const char *key, const char *valu
 /* blkid -p -o export: value of key (TYPE, UUID, LABEL) or NULL. */
 char *tl_blkid(const char *devnode, const char *key);
 
-/* Polls cond every 20 ms until it holds or timeout_ms passed. */
+/* Multiplies the time limits of these helpers: BLKLEDGER_TIMEOUT_SCALE, else 10 under
+ * valgrind (BLKLEDGER_VALGRIND=1: daemons run under memcheck, each one's report is
+ * checked when it exits, and errors fail the test at exit), else 1. */
+int tl_timeout_scale(void);
+
+/* Polls cond every 20 ms until it holds or timeout_ms (times tl_timeout_scale()) passed. */
 bool tl_wait_for(int timeout_ms, bool (*cond)(void *userdata), void *userdata);
 
 /* String member helpers that accept JSON null. */

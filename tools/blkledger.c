@@ -108,6 +108,13 @@ static const char *str_member(json_object *o, const char *key) {
         return json_object_get_string(v);
 }
 
+static int64_t int_member(json_object *o, const char *key) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return 0;
+        return json_object_get_int64(v);
+}
+
 static int print_json(json_object *o) {
         puts(json_object_to_json_string_ext(o, JSON_OUT));
         return 0;
@@ -754,6 +761,164 @@ static int cmd_backup(struct blkledger *b, const struct cli_args *a) {
         return 0;
 }
 
+static int cmd_check(struct blkledger *b, const struct cli_args *a) {
+        json_object *reply, *problems, *ok;
+        bool sound;
+
+        blkledger_set_timeout(b, -1);
+        reply = call(b, "io.blkledger.CheckIntegrity", NULL);
+        if (!reply)
+                return -1;
+        sound = json_object_object_get_ex(reply, "ok", &ok) && json_object_get_boolean(ok);
+        if (a->json)
+                print_json(reply);
+        else if (sound)
+                printf("ok (%lld ms)\n", (long long) int_member(reply, "duration_ms"));
+        else if (json_object_object_get_ex(reply, "problems", &problems))
+                for (size_t i = 0; i < json_object_array_length(problems); i++) {
+                        _cleanup_free_ char *p = cli_escape(json_object_get_string(json_object_array_get_idx(problems, i)));
+                        printf("%s\n", p ?: "?");
+                }
+        json_object_put(reply);
+        return sound ? 0 : fail("check: the ledger is damaged; see RECOVERY in blkledgerd(8)");
+}
+
+static int cmd_export(struct blkledger *b, const struct cli_args *a) {
+        json_object *reply, *e;
+
+        blkledger_set_timeout(b, -1);
+        reply = call(b, "io.blkledger.Export", NULL);
+        if (!reply)
+                return -1;
+        /* The export is JSON whichever way it is asked for: a file to keep and import. */
+        if (!json_object_object_get_ex(reply, "export", &e) || !e) {
+                json_object_put(reply);
+                return fail("export: the daemon's reply has no export");
+        }
+        print_json(e);
+        json_object_put(reply);
+        return fflush(stdout) == 0 && !ferror(stdout) ? 0 : fail("export: cannot write: %s", strerror(errno));
+}
+
+#define IMPORT_MAX (64u << 20)
+
+static char *read_all(const char *path) {
+        FILE *f = streq(path, "-") ? stdin : fopen(path, "re");
+        char *buf = NULL;
+        size_t len = 0, alloc = 0;
+
+        if (!f) {
+                fail("import: cannot open %s: %s", path, strerror(errno));
+                return NULL;
+        }
+        for (;;) {
+                size_t n;
+                if (alloc - len < 65536) {
+                        char *x = alloc + 65536 > IMPORT_MAX + 1 ? NULL : realloc(buf, alloc + 65536);
+                        if (!x) {
+                                fail("import: %s is larger than %u MiB", path, IMPORT_MAX >> 20);
+                                goto fail;
+                        }
+                        buf = x;
+                        alloc += 65536;
+                }
+                n = fread(buf + len, 1, alloc - len - 1, f);
+                len += n;
+                if (n == 0)
+                        break;
+        }
+        if (ferror(f)) {
+                fail("import: cannot read %s", path);
+                goto fail;
+        }
+        buf[len] = 0;
+        if (strlen(buf) != len) {
+                fail("import: %s is not an export (it holds NUL bytes)", path);
+                goto fail;
+        }
+        if (f != stdin)
+                fclose(f);
+        return buf;
+fail:
+        if (f != stdin)
+                fclose(f);
+        free(buf);
+        return NULL;
+}
+
+static json_object *import_call(struct blkledger *b, const char *data, bool apply, bool force) {
+        json_object *p = json_object_new_object(), *reply;
+
+        if (!p)
+                return NULL;
+        json_object_object_add(p, "data", json_object_new_string(data));
+        json_object_object_add(p, "apply", json_object_new_boolean(apply));
+        json_object_object_add(p, "force", json_object_new_boolean(force));
+        reply = call(b, "io.blkledger.Import", p);
+        json_object_put(p);
+        return reply;
+}
+
+static int cmd_import(struct blkledger *b, const struct cli_args *a) {
+        _cleanup_free_ char *data = read_all(a->name);
+        json_object *plan, *changes, *done;
+        int64_t add, replace, conflict;
+        bool apply = a->yes;
+
+        if (!data)
+                return -1;
+        blkledger_set_timeout(b, -1);
+        plan = import_call(b, data, false, a->force);
+        if (!plan)
+                return -1;
+        add = int_member(plan, "add");
+        replace = int_member(plan, "replace");
+        conflict = int_member(plan, "conflict");
+        if (!a->json || !a->yes) {
+                FILE *out = a->json ? stderr : stdout;
+                if (a->json)
+                        print_json(plan);
+                else if (json_object_object_get_ex(plan, "changes", &changes))
+                        for (size_t i = 0; i < json_object_array_length(changes); i++) {
+                                json_object *c = json_object_array_get_idx(changes, i);
+                                _cleanup_free_ char *key = cli_escape(str_member(c, "key") ?: "");
+                                _cleanup_free_ char *detail = cli_escape(str_member(c, "detail") ?: "");
+                                fprintf(out, "%-8s %-12s %s%s%s\n", str_member(c, "action") ?: "?",
+                                        str_member(c, "kind") ?: "?", key ?: "", *detail ? ": " : "", detail ?: "");
+                        }
+                fprintf(out, "%lld to add, %lld to replace, %lld the same, %lld in conflict\n", (long long) add,
+                        (long long) replace, (long long) int_member(plan, "same"), (long long) conflict);
+        }
+        json_object_put(plan);
+        if (conflict > 0 && !a->force)
+                return fail("import: %lld conflicts; nothing imported (--force replaces what is here)",
+                            (long long) conflict);
+        if (add + replace == 0) {
+                printf("nothing to import\n");
+                return 0;
+        }
+        if (!apply && isatty(STDIN_FILENO) && !streq(a->name, "-")) {
+                char answer[16] = "";
+                printf("Apply these changes? [y/N] ");
+                fflush(stdout);
+                apply = fgets(answer, sizeof(answer), stdin) && (answer[0] == 'y' || answer[0] == 'Y');
+        }
+        if (!apply) {
+                printf("not applied: confirm with --yes\n");
+                return 0;
+        }
+        done = import_call(b, data, true, a->force);
+        if (!done)
+                return -1;
+        if (a->json)
+                print_json(done);
+        else
+                printf("imported: %lld added, %lld replaced\n", (long long) int_member(done, "add"),
+                       (long long) int_member(done, "replace"));
+        json_object_put(done);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         struct cli_args a;
         _cleanup_free_ char *error = NULL;
@@ -784,6 +949,15 @@ int main(int argc, char **argv) {
                         break;
                 case CMD_STATUS:
                         r = cmd_status(b, &a);
+                        break;
+                case CMD_EXPORT:
+                        r = cmd_export(b, &a);
+                        break;
+                case CMD_CHECK:
+                        r = cmd_check(b, &a);
+                        break;
+                case CMD_IMPORT:
+                        r = cmd_import(b, &a);
                         break;
                 case CMD_RECONCILE:
                         r = cmd_reconcile(b, &a);

@@ -27,6 +27,7 @@ enum {
         OPT_UNFINISHED = 1 << 13,
         OPT_KEY = 1 << 14,
         OPT_ON_APPEAR = 1 << 15,
+        OPT_YES = 1 << 16,
 };
 
 static const struct command {
@@ -95,6 +96,18 @@ static const struct command {
         { "backup", CMD_BACKUP, 0, 0, 0, "",
           "Write an online backup of the ledger into the daemon's state directory (backups/)\n"
           "and print its path; the daemon keeps the newest --backup-keep. Root only." },
+        { "check", CMD_CHECK, 0, 0, 0, "",
+          "Run SQLite's integrity_check on the daemon's ledger (every page is read) and print\n"
+          "ok or what is wrong; exits 1 when something is. Root only." },
+        { "export", CMD_EXPORT, 0, 0, 0, "[--json]",
+          "Write the ledger's own truths (names, expectations, volumes, and unfinished\n"
+          "intents for the record) to standard output as JSON in the versioned export\n"
+          "format of blkledger(1), EXPORT FORMAT. Root only." },
+        { "import", CMD_IMPORT, 1, 1, OPT_YES | OPT_FORCE, "FILE [--yes] [--force]",
+          "Show what importing an export (FILE, or - for standard input) would change: each\n"
+          "name, expectation and volume is added, the same, or a conflict. It is applied\n"
+          "only when confirmed: --yes, or answering y on a terminal. Conflicts refuse the\n"
+          "import unless --force, which replaces what is here. Intents are not imported. Root only." },
         { "intents", CMD_INTENTS, 0, 0, OPT_LIMIT | OPT_UNFINISHED, "[--unfinished] [--limit N]",
           "The newest actions (volume create, resize, ...) with their state: pending, running,\n"
           "succeeded, failed, rolled_back." },
@@ -218,6 +231,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 ARG_UNFINISHED,
                 ARG_KEY,
                 ARG_ON_APPEAR,
+                ARG_YES,
         };
         static const struct option longopts[] = {
                 { "socket", required_argument, NULL, 's' },
@@ -239,6 +253,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { "unfinished", no_argument, NULL, ARG_UNFINISHED },
                 { "idempotency-key", required_argument, NULL, ARG_KEY },
                 { "on-appear", required_argument, NULL, ARG_ON_APPEAR },
+                { "yes", no_argument, NULL, ARG_YES },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -252,7 +267,7 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 { OPT_MIN_SIZE, "--min-size" }, { OPT_REMOVE, "--remove" }, { OPT_SIZE, "--size" },
                 { OPT_FS, "--fs" }, { OPT_LABEL, "--label" }, { OPT_FORCE, "--force" },
                 { OPT_KEEP_FILE, "--keep-file" }, { OPT_UNFINISHED, "--unfinished" },
-                { OPT_KEY, "--idempotency-key" }, { OPT_ON_APPEAR, "--on-appear" },
+                { OPT_KEY, "--idempotency-key" }, { OPT_ON_APPEAR, "--on-appear" }, { OPT_YES, "--yes" },
         };
         const struct command *cmd = NULL;
         char *positional[4];
@@ -371,6 +386,10 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                                 FAIL("--on-appear needs format-if-blank:TYPE or run:/PROGRAM");
                         used |= OPT_ON_APPEAR;
                         break;
+                case ARG_YES:
+                        a->yes = true;
+                        used |= OPT_YES;
+                        break;
                 case ARG_KEY:
                         if (isempty(optarg) || !replace(&a->idempotency_key, optarg))
                                 FAIL("--idempotency-key needs a value");
@@ -463,6 +482,9 @@ int cli_parse(int argc, char **argv, struct cli_args *a, char **ret_error) {
                 break;
         case CMD_UNEXPECT:
                 a->name = strdup(positional[1]);
+                break;
+        case CMD_IMPORT:
+                a->name = strdup(positional[1]); /* the file */
                 break;
         case CMD_VOLUME_CREATE:
         case CMD_VOLUME_RESIZE:

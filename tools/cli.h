@@ -31,6 +31,9 @@ enum cli_command {
         CMD_VOLUME_FORGET,
         CMD_INTENTS,
         CMD_BACKUP,
+        CMD_EXPORT,
+        CMD_CHECK,
+        CMD_IMPORT,
 };
 
 struct cli_args {
@@ -50,11 +53,12 @@ struct cli_args {
         char *fs_label;    /* expect; volume create --label */
         int64_t min_size;  /* expect; -1 = not given */
         int64_t size;      /* volume create, resize; -1 = not given */
-        bool force;        /* volume detach, delete */
+        bool force;        /* volume detach, delete; import */
         bool keep_file;    /* volume delete */
         bool unfinished;   /* intents */
         char *idempotency_key; /* volume actions */
         char *on_appear;   /* expect */
+        bool yes;          /* import: apply without asking */
 };
 
 /* Returns 0 to run, 1 when help or the version was printed, -EINVAL for a bad command

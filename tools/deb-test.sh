@@ -136,6 +136,11 @@ contains blkledger '(/usr)?/lib/systemd/system/blkledgerd\.socket'
 contains blkledger '/usr/share/man/man8/blkledgerd\.8\.gz'
 contains blkledger '/usr/share/man/man1/blkledger\.1\.gz'
 contains blkledger '/usr/share/man/man8/blkledger-udev\.8\.gz'
+contains blkledger '/usr/share/man/man5/blkledgerd\.conf\.5\.gz'
+contains blkledger '/etc/blkledger/blkledgerd\.conf'
+# Under /etc, debhelper makes it a conffile: an admin's edits survive upgrades.
+dpkg-deb -f "$(deb blkledger)" >/dev/null && dpkg-deb --ctrl-tarfile "$(deb blkledger)" | tar -xO ./conffiles 2>/dev/null |
+        grep -qx /etc/blkledger/blkledgerd.conf || die "blkledger: /etc/blkledger/blkledgerd.conf is not a conffile"
 contains blkledger '/usr/share/varlink/io\.blkledger\.varlink'
 contains libblkledger0 '/usr/lib/[^/]+/libblkledger\.so\.0'
 contains libblkledger0 '/usr/lib/[^/]+/libblkledger\.so\.0\.[0-9.]+'

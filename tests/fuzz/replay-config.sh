@@ -1,0 +1,5 @@
+#!/bin/sh
+# Description: every input of the fuzz-config corpus (tests/fuzz/corpus/config) runs through
+# the harness again, built with the normal compiler (with ASan and UBSan in a
+# --enable-sanitizers build): seeds and past crashes stay fixed.
+exec "${BLKLEDGER_TOP_BUILDDIR:-.}/tests/fuzz/replay-config" "${BLKLEDGER_TOP_SRCDIR:-.}/tests/fuzz/corpus/config"
