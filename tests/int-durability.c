@@ -327,7 +327,11 @@ static void test_export_import(void **state) {
         free(out);
         out = NULL;
         assert_int_equal(tl_cli(b, &out, "import /etc/hostname --yes 2>&1"), 1);
+        assert_non_null(strstr(out, "not valid JSON"));
+        free(out);
+        out = NULL;
         assert_int_equal(tl_cli(b, &out, "import '%s' --yes 2>&1", exp2), 0);
+        assert_non_null(strstr(out, "nothing to import"));
 
         assert_int_equal(tl_cli(b, NULL, "volume delete vol1"), 0);
         tl_daemon_free(b);
@@ -465,6 +469,8 @@ out:
         if (extra_dev)
                 tl_loop_free(extra_dev);
         (void) tl_sh(NULL, "umount -l '%s'", mnt);
+        free(degraded_reason);
+        degraded_reason = NULL;
         assert_non_null(d);
 }
 
