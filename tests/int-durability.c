@@ -333,6 +333,23 @@ static void test_export_import(void **state) {
         assert_int_equal(tl_cli(b, &out, "import '%s' --yes 2>&1", exp2), 0);
         assert_non_null(strstr(out, "nothing to import"));
 
+        /* A name for a device this ledger has never seen: kept for its identity, as a
+         * gone record, until the device appears. */
+        {
+                _cleanup_free_ char *file = NULL;
+                json_object *gone;
+                assert_true(asprintf(&file, "%s/unseen.json", tl_tmpdir()) > 0);
+                assert_int_equal(tl_sh(NULL,
+                                       "printf '%%s' '{\"format\":\"blkledger-export\",\"version\":1,\"names\":"
+                                       "[{\"name\":\"far-away\",\"identity\":\"disk:NOT-HERE-2\"}]}' > '%s'",
+                                       file),
+                                 0);
+                assert_int_equal(tl_cli(b, NULL, "import '%s' --yes", file), 0);
+                gone = tl_cli_json(b, "list --state gone");
+                assert_non_null(tl_find_device(gone, "name", "far-away"));
+                json_object_put(gone);
+        }
+
         assert_int_equal(tl_cli(b, NULL, "volume delete vol1"), 0);
         tl_daemon_free(b);
         tl_daemon_free(a);
