@@ -233,13 +233,17 @@ static bool json_valid(const char *s, size_t len, int max_depth) {
         return c.p == c.end && c.depth == 0;
 }
 
+bool vl_json_valid(const char *s, size_t len, int max_depth) {
+        return utf8_is_valid(s, len) && json_valid(s, len, max_depth);
+}
+
 int vl_json_parse(const char *s, size_t len, int depth, json_object **ret) {
         json_tokener *tok;
         json_object *o;
 
         if (len > INT32_MAX)
                 return -EMSGSIZE;
-        if (!utf8_is_valid(s, len) || !json_valid(s, len, depth))
+        if (!vl_json_valid(s, len, depth))
                 return -EBADMSG;
         tok = json_tokener_new_ex(depth);
         if (!tok)

@@ -38,6 +38,8 @@ int vl_frame_next(const struct vl_buf *b, size_t max, size_t *ret_len);
 
 /* Strict JSON parser: whole input must be one value, valid UTF-8, at most depth levels. */
 int vl_json_parse(const char *s, size_t len, int depth, json_object **ret);
+/* vl_json_parse()'s checks (UTF-8, one value, depth) without building objects. */
+bool vl_json_valid(const char *s, size_t len, int depth);
 
 enum {
         VL_CALL_MORE = 1 << 0,

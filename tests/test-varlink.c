@@ -231,8 +231,13 @@ static void test_frame_limit(void **state) {
 
 /* ---- vl_json_parse ----------------------------------------------------------------- */
 
+/* Every case of vl_json_parse() checks vl_json_valid() too: it accepts what the parser
+ * accepts and nothing else. */
 static int parse(const char *s, size_t len, json_object **ret) {
-        return vl_json_parse(s, len, VL_MAX_DEPTH, ret);
+        int r = vl_json_parse(s, len, VL_MAX_DEPTH, ret);
+
+        assert_int_equal(vl_json_valid(s, len, VL_MAX_DEPTH), r == 0);
+        return r;
 }
 
 static void test_json_parse_values(void **state) {
