@@ -252,9 +252,10 @@ static int open_ledger(struct daemon *d, const char *path) {
                 r = recovery_restore(d->opts.state_dir, path, reason ? reason : "corrupt", now_realtime_usec(),
                                      &rec, &error);
                 if (r < 0) {
-                        /* The one line an admin reads in the journal or on the terminal. */
+                        /* The one line an admin reads in the journal or on the terminal. Under
+                         * systemd stderr is the journal too: write it there only for a terminal. */
                         log_error("%s", error ? error : strerror(-r));
-                        if (!d->opts.foreground)
+                        if (!d->opts.foreground && isatty(STDERR_FILENO))
                                 fprintf(stderr, "blkledgerd: %s\n", error ? error : strerror(-r));
                         recovery_done(&rec);
                         return r;

@@ -406,7 +406,14 @@ void vl_reply_done(struct vl_reply *r) {
         *r = (struct vl_reply) {};
 }
 
+/* Every message sent is valid UTF-8, so that a peer's strict parser never refuses a
+ * whole message for one string. json-c copies bytes >= 0x80 of strings as they are, so
+ * a string that is not UTF-8 (from a damaged ledger, say: names and facts are checked
+ * when they come in) would pass through; each byte of it that starts no valid sequence
+ * is sent as U+FFFD instead. Only string contents can hold such bytes: the JSON around
+ * them is ASCII. */
 static int append_object(struct vl_buf *out, json_object *o) {
+        _cleanup_free_ char *clean = NULL;
         size_t len;
         const char *s = json_object_to_json_string_length(
                 o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -414,6 +421,13 @@ static int append_object(struct vl_buf *out, json_object *o) {
 
         if (!s)
                 return -ENOMEM;
+        if (!utf8_is_valid(s, len)) {
+                clean = utf8_sanitize(s, len);
+                if (!clean)
+                        return -ENOMEM;
+                s = clean;
+                len = strlen(clean);
+        }
         r = vl_buf_reserve(out, len + 1);
         if (r < 0)
                 return r;

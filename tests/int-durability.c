@@ -4,7 +4,8 @@
  * and expectations come back), rebuilds the device facts with a full pass and says so
  * in status and history; with no backup it refuses to start with the documented
  * message and leaves the file as it was. A journal of an older schema is backed up
- * before its migration. */
+ * before its migration. Damage inside a value that no check can see is still served as
+ * valid UTF-8. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -215,6 +216,53 @@ static void test_no_backup_refuses(void **state) {
         assert_int_equal(tl_sh(&sum2, "sha256sum < '%s'", db), 0);
         assert_string_equal(sum1, sum2);
         assert_int_equal(tl_sh(NULL, "test ! -e '%s/corrupt'", d->state_dir), 0);
+        tl_daemon_free(d);
+}
+
+/* Damage inside a stored value leaves SQLite's structure sound, so no check finds it
+ * (there are no page checksums): a name's byte overwritten with 0xff in the stopped
+ * daemon's file. The daemon serves what the file holds, but every reply stays valid
+ * UTF-8 (the bad byte reads as U+FFFD), so a strict client still parses the list, the
+ * device and the history instead of losing them whole. */
+static void test_damaged_value(void **state) {
+        struct tl_daemon *d = tl_daemon_start("value", NULL);
+        _cleanup_free_ char *db = NULL, *wal = NULL, *name = NULL, *data = NULL;
+        static const char word[] = "brokenvalue";
+        json_object *hist;
+        struct stat st;
+        unsigned found = 0;
+        int fd;
+
+        assert_non_null(d);
+        assert_int_equal(tl_cli(d, NULL, "name %s %s", loops[0]->devnode, word), 0);
+        assert_int_equal(tl_daemon_stop(d, SIGTERM), 0);
+        assert_true(asprintf(&db, "%s/ledger.db", d->state_dir) > 0);
+        assert_true(asprintf(&wal, "%s-wal", db) > 0);
+        /* A clean stop checkpoints the log into the file. */
+        assert_true(stat(wal, &st) < 0 || st.st_size == 0);
+
+        fd = open(db, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        data = malloc((size_t) st.st_size);
+        assert_non_null(data);
+        assert_int_equal(pread(fd, data, (size_t) st.st_size, 0), st.st_size);
+        /* Every copy (the device row, the name_set event), so that no index disagrees. */
+        for (char *p = data; (p = memmem(p, (size_t) (data + st.st_size - p), word, strlen(word))); p++) {
+                assert_int_equal(pwrite(fd, "\xff", 1, (p - data) + 6), 1);
+                found++;
+        }
+        assert_int_equal(fsync(fd), 0);
+        close(fd);
+        assert_true(found >= 1);
+
+        assert_int_equal(tl_daemon_restart(d), 0);
+        name = name_of(d, loops[0]->devnode);
+        assert_string_equal(name, "broken\xef\xbf\xbd" "alue");
+        hist = tl_cli_json(d, "history");
+        assert_non_null(hist);
+        assert_true(json_object_array_length(hist) > 0);
+        json_object_put(hist);
         tl_daemon_free(d);
 }
 
@@ -497,6 +545,7 @@ int main(void) {
                 cmocka_unit_test(test_damaged_header),
                 cmocka_unit_test(test_random_damage),
                 cmocka_unit_test(test_no_backup_refuses),
+                cmocka_unit_test(test_damaged_value),
                 cmocka_unit_test(test_backup_before_migration),
                 cmocka_unit_test(test_export_import),
                 cmocka_unit_test(test_disk_full),

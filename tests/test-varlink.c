@@ -739,6 +739,27 @@ static void test_append_reply_round_trip(void **state) {
         vl_buf_free(&out);
 }
 
+/* A string that is not UTF-8 (as a damaged ledger could hold) goes out with U+FFFD for
+ * each bad byte, so the whole message stays parsable; valid text around it is kept. */
+static void test_append_reply_invalid_utf8(void **state) {
+        struct vl_buf out = {};
+        json_object *p = json_object_new_object();
+        struct vl_reply r;
+        _cleanup_free_ char *m = NULL;
+
+        json_object_object_add(p, "name", json_object_new_string_len("ab\xff\xc3(caf\xc3\xa9", 10));
+        assert_int_equal(vl_append_reply(&out, p, false), 0);
+        json_object_put(p);
+
+        m = next_message(&out);
+        assert_string_equal(m, "{\"parameters\":{\"name\":\"ab\xef\xbf\xbd\xef\xbf\xbd(caf\xc3\xa9\"}}");
+        assert_int_equal(vl_reply_parse(m, strlen(m), &r, NULL), 0);
+        assert_string_equal(json_object_get_string(member(r.parameters, "name")),
+                            "ab\xef\xbf\xbd\xef\xbf\xbd(caf\xc3\xa9");
+        vl_reply_done(&r);
+        vl_buf_free(&out);
+}
+
 static void test_append_error_round_trip(void **state) {
         struct vl_buf out = {};
         json_object *p = json_object_new_object();
@@ -908,6 +929,7 @@ int main(void) {
                 cmocka_unit_test(test_append_call_exact),
                 cmocka_unit_test(test_append_call_round_trip),
                 cmocka_unit_test(test_append_reply_round_trip),
+                cmocka_unit_test(test_append_reply_invalid_utf8),
                 cmocka_unit_test(test_append_error_round_trip),
                 cmocka_unit_test(test_interface_name_valid),
                 cmocka_unit_test(test_member_name_valid),
