@@ -119,6 +119,18 @@ int config_load_file(const char *path, bool must_exist, struct options *o, char 
                         *ret_error = NULL;
                 return -EINVAL;
         }
+        /* The file chooses the devices the daemon acts on (scope, volume directory) and
+         * where it keeps its ledger: only root (or the user the daemon runs as) may be
+         * able to change it, as sshd's StrictModes asks of its files. */
+        if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & S_IWOTH) ||
+            ((st.st_mode & S_IWGRP) && st.st_gid != 0)) {
+                if (asprintf(ret_error,
+                             "%s: refused: others than root can change it (owner %u, group %u, mode %04o); "
+                             "make it root's and not writable by group or others",
+                             path, (unsigned) st.st_uid, (unsigned) st.st_gid, (unsigned) (st.st_mode & 07777)) < 0)
+                        *ret_error = NULL;
+                return -EPERM;
+        }
         buf = malloc(CONFIG_FILE_MAX + 1);
         if (!buf)
                 return -ENOMEM;

@@ -287,6 +287,38 @@ static void test_load_file(void **state) {
         free(error);
         options_done(&o);
 
+        /* Writable by others than root, or owned by another user: refused, as it picks the
+         * devices the daemon acts on. Root's group may write. Giving the file away needs
+         * root; as another user only the mode is tried. */
+        {
+                static const struct { mode_t mode; uid_t uid; gid_t gid; int r; } cases[] = {
+                        { 0644, 0, 0, 1 },       { 0664, 0, 0, 1 },         { 0600, 0, 0, 1 },
+                        { 0646, 0, 0, -EPERM },  { 0664, 0, 4242, -EPERM }, { 0644, 4242, 0, -EPERM },
+                };
+                bool root = geteuid() == 0;
+
+                write_conf("hook-timeout = 9\n");
+                for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                        if (!root && (cases[i].uid != 0 || cases[i].gid != 0 || (cases[i].mode & S_IWGRP)))
+                                continue;
+                        if (root)
+                                assert_int_equal(chown(conf, cases[i].uid, cases[i].gid), 0);
+                        assert_int_equal(chmod(conf, cases[i].mode), 0);
+                        options_init(&o);
+                        error = NULL;
+                        assert_int_equal(config_load_file(conf, true, &o, &error), cases[i].r);
+                        if (cases[i].r < 0)
+                                assert_non_null(strstr(error, "refused: others than root can change it"));
+                        else
+                                assert_null(error);
+                        free(error);
+                        options_done(&o);
+                }
+                assert_int_equal(chmod(conf, 0644), 0);
+                if (root)
+                        assert_int_equal(chown(conf, 0, 0), 0);
+        }
+
         {
                 /* Larger than a configuration file can be. */
                 int fd = open(conf, O_WRONLY | O_TRUNC | O_CLOEXEC);
