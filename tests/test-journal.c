@@ -18,6 +18,7 @@
 #include "drift.h"
 #include "journal.h"
 #include "log.h"
+#include "transfer.h"
 #include "util.h"
 #include "volumes.h"
 
@@ -1172,6 +1173,48 @@ static int count_intent(struct intent *it, void *userdata) {
 
 /* Schema 5: a volume row and the intents on it survive a reopen field by field; the
  * idempotency key is unique; "unfinished" means pending or running. */
+/* transfer.c keeps its own copy of the volume states (an import plan checks them before
+ * anything is written): it must be the schema's CHECK list, no more and no less. */
+static void test_volume_states_match_schema(void **state) {
+        _cleanup_free_ char *path = db_path("states");
+        struct journal *j = open_journal(path);
+        sqlite3_stmt *s = NULL;
+        const char *sql, *p, *end;
+        size_t n_schema = 0, n_list = 0;
+
+        assert_int_equal(sqlite3_prepare_v2(journal_db(j), "SELECT sql FROM sqlite_schema WHERE name = 'volumes'", -1,
+                                            &s, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        sql = (const char *) sqlite3_column_text(s, 0);
+        p = strstr(sql, "state IN (");
+        assert_non_null(p);
+        p += strlen("state IN (");
+        end = strchr(p, ')');
+        assert_non_null(end);
+        while (p < end) {
+                const char *q = memchr(p + 1, '\'', (size_t) (end - p - 1));
+                bool found = false;
+
+                assert_int_equal(*p, '\'');
+                assert_non_null(q);
+                for (size_t i = 0; transfer_volume_states[i]; i++)
+                        found |= strlen(transfer_volume_states[i]) == (size_t) (q - p - 1) &&
+                                 strncmp(transfer_volume_states[i], p + 1, (size_t) (q - p - 1)) == 0;
+                if (!found)
+                        fail_msg("schema state %.*s is not in transfer_volume_states", (int) (q - p - 1), p + 1);
+                n_schema++;
+                p = q + 1;
+                while (p < end && (*p == ',' || *p == ' '))
+                        p++;
+        }
+        while (transfer_volume_states[n_list])
+                n_list++;
+        assert_int_equal(n_schema, n_list);
+        sqlite3_finalize(s);
+        journal_close(j);
+}
+
 static void test_volumes_and_intents(void **state) {
         _cleanup_free_ char *path = db_path("volumes");
         struct volume v = { .name = "data", .state = "attached", .size_bytes = 64 << 20,
@@ -1528,6 +1571,7 @@ int main(void) {
                 cmocka_unit_test(test_migrate_from_v2),
                 cmocka_unit_test(test_expectations_round_trip),
                 cmocka_unit_test(test_volumes_and_intents),
+                cmocka_unit_test(test_volume_states_match_schema),
                 cmocka_unit_test(test_drift_round_trip),
                 cmocka_unit_test(test_device_names_unique),
         };
