@@ -11,7 +11,7 @@
 # FUZZ_SECONDS (per harness and job, default 60), FUZZ_JOBS (parallel fuzzing
 # processes per harness, default 1), FUZZ_ARGS (more libFuzzer options), CLANG,
 # FUZZ_CPPFLAGS (the project's preprocessor flags; make fuzz sets them),
-# FUZZ_SANITIZERS (default address,undefined; "undefined" alone runs about three times
+# FUZZ_SANITIZERS (default address,undefined; "undefined" alone runs two to three times
 # as fast: replay what it found under the default then, see docs/FUZZING.md).
 set -u
 
