@@ -245,18 +245,6 @@ static int method_reconcile(struct client *c, json_object *params, unsigned flag
         return 0;
 }
 
-static int reply_no_such_device(struct client *c, const char *name) {
-        json_object *err = json_object_new_object();
-        int r;
-
-        if (!err)
-                return -ENOMEM;
-        json_object_object_add(err, "name", json_object_new_string(name));
-        r = server_reply_error(c, "io.blkledger.NoSuchDevice", err);
-        json_object_put(err);
-        return r;
-}
-
 static int method_set_name(struct client *c, json_object *params, unsigned flags, void *userdata) {
         static const struct param_spec spec[] = { { "device", PARAM_STRING }, { "name", PARAM_STRING }, {} };
         struct daemon *d = userdata;
@@ -275,7 +263,8 @@ static int method_set_name(struct client *c, json_object *params, unsigned flags
         rec = parse_int64(json_object_get_string(dev_o), &id) == 0 ? ledger_find_by_id(&d->ledger, id)
                                                                    : ledger_find_by_name(&d->ledger, json_object_get_string(dev_o));
         if (!rec)
-                return reply_no_such_device(c, json_object_get_string(dev_o));
+                return server_reply_error_string(c, "io.blkledger.NoSuchDevice", "name",
+                                                 json_object_get_string(dev_o));
         r = ledger_set_name(&d->ledger, rec, name, now_realtime_usec());
         if (r == -EEXIST) {
                 json_object *err = json_object_new_object();

@@ -196,7 +196,7 @@ int server_reply_error(struct client *c, const char *error, json_object *params)
         return r;
 }
 
-static int reply_error_string(struct client *c, const char *error, const char *key, const char *value) {
+int server_reply_error_string(struct client *c, const char *error, const char *key, const char *value) {
         json_object *p = json_object_new_object();
         int r;
 
@@ -222,7 +222,7 @@ static int reply_error_int(struct client *c, const char *error, const char *key,
 }
 
 int server_reply_invalid_parameter(struct client *c, const char *parameter) {
-        return reply_error_string(c, "org.varlink.service.InvalidParameter", "parameter", parameter);
+        return server_reply_error_string(c, "org.varlink.service.InvalidParameter", "parameter", parameter);
 }
 
 json_object *param_get(json_object *params, const char *name) {
@@ -307,7 +307,7 @@ static int method_get_interface_description(struct client *c, json_object *param
         else if (streq(name, s->info.interface))
                 desc = s->info.interface_description;
         else
-                return reply_error_string(c, "org.varlink.service.InterfaceNotFound", "interface", name);
+                return server_reply_error_string(c, "org.varlink.service.InterfaceNotFound", "interface", name);
         p = json_object_new_object();
         if (!p)
                 return -ENOMEM;
@@ -343,16 +343,16 @@ static void dispatch(struct client *c, const char *msg, size_t len) {
         r = vl_call_parse(msg, len, &call, &reason);
         if (r < 0) {
                 log_debug("client pid %d: %s", (int) c->pid, reason);
-                reply_error_string(c, "io.blkledger.ProtocolError", "reason", reason);
+                server_reply_error_string(c, "io.blkledger.ProtocolError", "reason", reason);
                 return;
         }
         c->oneway = call.flags & VL_CALL_ONEWAY;
         if (call.flags & VL_CALL_UPGRADE) {
-                reply_error_string(c, "io.blkledger.ProtocolError", "reason", "upgrade is not supported");
+                server_reply_error_string(c, "io.blkledger.ProtocolError", "reason", "upgrade is not supported");
                 goto done;
         }
         if (vl_method_split(call.method, &iface, &member) < 0) {
-                reply_error_string(c, "org.varlink.service.MethodNotFound", "method", call.method);
+                server_reply_error_string(c, "org.varlink.service.MethodNotFound", "method", call.method);
                 goto done;
         }
         m = find_method(service_methods, call.method);
@@ -360,9 +360,9 @@ static void dispatch(struct client *c, const char *msg, size_t len) {
                 m = find_method(s->methods, call.method);
         if (!m) {
                 if (!streq(iface, "org.varlink.service") && !streq(iface, s->info.interface))
-                        reply_error_string(c, "org.varlink.service.InterfaceNotFound", "interface", iface);
+                        server_reply_error_string(c, "org.varlink.service.InterfaceNotFound", "interface", iface);
                 else
-                        reply_error_string(c, "org.varlink.service.MethodNotFound", "method", call.method);
+                        server_reply_error_string(c, "org.varlink.service.MethodNotFound", "method", call.method);
                 goto done;
         }
         if ((m->flags & METHOD_ROOT_ONLY) && c->uid != 0) {
@@ -381,8 +381,8 @@ static void dispatch(struct client *c, const char *msg, size_t len) {
         if (c->in_call && !c->watching && !c->deferred) {
                 /* The method failed without saying why (or forgot to reply). */
                 log_warning_errno(r, "%s failed", call.method);
-                reply_error_string(c, "io.blkledger.InternalError", "reason",
-                                   r < 0 ? strerror(-r) : "no reply");
+                server_reply_error_string(c, "io.blkledger.InternalError", "reason",
+                                          r < 0 ? strerror(-r) : "no reply");
         }
 done:
         vl_call_done(&call);
@@ -526,8 +526,8 @@ static void client_process(struct client *c) {
         }
         /* A watcher owns its connection: anything it sends is a protocol error. */
         if (c->watching && vl_buf_len(&c->in) > 0) {
-                reply_error_string(c, "io.blkledger.ProtocolError", "reason",
-                                   "no calls are accepted during a watch");
+                server_reply_error_string(c, "io.blkledger.ProtocolError", "reason",
+                                          "no calls are accepted during a watch");
                 c->closing = true;
         }
         /* Only a message that has not arrived in full can be "left unfinished"; complete

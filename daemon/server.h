@@ -80,6 +80,8 @@ void server_set_limits(struct server *s, const struct server_limits *limits);
 
 int server_reply(struct client *c, json_object *params);
 int server_reply_error(struct client *c, const char *error, json_object *params);
+/* An error whose parameters are one string, {key: value}; key NULL for none. */
+int server_reply_error_string(struct client *c, const char *error, const char *key, const char *value);
 int server_reply_invalid_parameter(struct client *c, const char *parameter);
 /* Turns the connection into a watch starting after seq since. */
 int server_start_watch(struct client *c, int64_t since);

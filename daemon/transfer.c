@@ -509,18 +509,6 @@ int method_export(struct client *c, json_object *params, unsigned flags, void *u
         return r;
 }
 
-static int reply_refused(struct client *c, const char *reason) {
-        json_object *e = json_object_new_object();
-        int r;
-
-        if (!e)
-                return -ENOMEM;
-        json_object_object_add(e, "reason", json_object_new_string(reason));
-        r = server_reply_error(c, "io.blkledger.Refused", e);
-        json_object_put(e);
-        return r;
-}
-
 int method_import(struct client *c, json_object *params, unsigned flags, void *userdata) {
         static const struct param_spec spec[] = {
                 { "data", PARAM_STRING }, { "apply", PARAM_BOOL }, { "force", PARAM_BOOL }, {}
@@ -542,7 +530,8 @@ int method_import(struct client *c, json_object *params, unsigned flags, void *u
         {
                 const char *data = json_object_get_string(param_get(params, "data"));
                 if (vl_json_parse(data, strlen(data), 64, &root) < 0)
-                        return reply_refused(c, "the export is not valid JSON");
+                        return server_reply_error_string(c, "io.blkledger.Refused", "reason",
+                                                         "the export is not valid JSON");
         }
         p.changes = json_object_new_array();
         if (!p.changes) {
@@ -556,12 +545,13 @@ int method_import(struct client *c, json_object *params, unsigned flags, void *u
                 _cleanup_free_ char *why = NULL;
                 (void) asprintf_or_null(&why, "%u conflicts with what is here; nothing was imported (force replaces)",
                                         p.conflict);
-                r = reply_refused(c, why ? why : "conflicts");
+                r = server_reply_error_string(c, "io.blkledger.Refused", "reason", why ? why : "conflicts");
                 goto out;
         }
         if (r == 0 && apply && (p.add > 0 || p.replace > 0)) {
                 if (d->volumes && volumes_unfinished(d->volumes) > 0) {
-                        r = reply_refused(c, "intents are unfinished; import when they are done");
+                        r = server_reply_error_string(c, "io.blkledger.Refused", "reason",
+                                                      "intents are unfinished; import when they are done");
                         goto out;
                 }
                 struct plan again = { .changes = json_object_new_array() };
@@ -602,7 +592,8 @@ int method_import(struct client *c, json_object *params, unsigned flags, void *u
                 reconcile_names_changed(d);
                 server_notify_events(d->server);
         } else if (r == -EINVAL) {
-                r = reply_refused(c, p.error ? p.error : "the export is malformed");
+                r = server_reply_error_string(c, "io.blkledger.Refused", "reason",
+                                              p.error ? p.error : "the export is malformed");
                 goto out;
         }
         if (r < 0)
