@@ -238,6 +238,7 @@ static int open_ledger(struct daemon *d, const char *path) {
                         reason = recovery_clean_text(error ? error : "unreadable");
                 } else if (r != -EBADMSG) {
                         log_error_errno(r, "cannot check the ledger %s", path);
+                        recovery_done(&rec);
                         return r;
                 }
                 if (attempt > 0) {
