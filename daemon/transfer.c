@@ -202,6 +202,14 @@ static void note(struct plan *p, const char *kind, const char *key, const char *
         json_object_array_add(p->changes, c);
 }
 
+/* An item that is not here yet (add), or differs from what is here (replace with force,
+ * conflict without). Returns whether it is to be written. */
+static bool note_change(struct plan *p, const char *kind, const char *key, bool exists, const char *detail,
+                        bool force) {
+        note(p, kind, key, !exists ? "add" : force ? "replace" : "conflict", detail);
+        return !exists || force;
+}
+
 static json_object *list_of(json_object *root, const char *key) {
         json_object *v;
         if (!json_object_object_get_ex(root, key, &v) || json_object_is_type(v, json_type_null))
@@ -260,20 +268,20 @@ static int import_names(struct daemon *d, json_object *list, struct plan *p, boo
                         note(p, "name", name, "same", NULL);
                         continue;
                 }
-                if ((rec && rec->name) || (holder && holder != rec)) {
+                {
                         _cleanup_free_ char *why = NULL;
+                        bool exists = (rec && rec->name) || (holder && holder != rec);
+
                         if (rec && rec->name)
                                 (void) asprintf_or_null(&why, "the device is named %s here", rec->name);
-                        else
+                        else if (exists)
                                 (void) asprintf_or_null(&why, "the name belongs to device %lld here",
                                                         (long long) holder->id);
-                        note(p, "name", name, force ? "replace" : "conflict", why);
-                        if (!force)
+                        if (!note_change(p, "name", name, exists,
+                                         exists ? why : rec ? NULL : "a device not seen here yet", force) ||
+                            !apply)
                                 continue;
-                } else
-                        note(p, "name", name, "add", rec ? NULL : "a device not seen here yet");
-                if (!apply)
-                        continue;
+                }
                 if (holder && holder != rec) {
                         const int64_t id[] = { holder->id };
                         r = exec_bind(d->journal, "UPDATE devices SET name = NULL WHERE id = ?", NULL, 0, id, 1);
@@ -356,13 +364,8 @@ static int import_expectations(struct daemon *d, json_object *list, struct plan 
                         note(p, "expectation", name, "same", NULL);
                         continue;
                 }
-                if (r > 0) {
-                        note(p, "expectation", name, force ? "replace" : "conflict", "differs from the one here");
-                        if (!force)
-                                continue;
-                } else
-                        note(p, "expectation", name, "add", NULL);
-                if (!apply)
+                if (!note_change(p, "expectation", name, r > 0, r > 0 ? "differs from the one here" : NULL, force) ||
+                    !apply)
                         continue;
                 {
                         const char *args[] = { name, kind, value, fs_type, fs_label, on_appear };
@@ -431,13 +434,8 @@ static int import_volumes(struct daemon *d, json_object *list, struct plan *p, b
                                 continue;
                         }
                 }
-                if (r > 0) {
-                        note(p, "volume", name, force ? "replace" : "conflict", "differs from the one here");
-                        if (!force)
-                                continue;
-                } else
-                        note(p, "volume", name, "add", NULL);
-                if (!apply)
+                if (!note_change(p, "volume", name, r > 0, r > 0 ? "differs from the one here" : NULL, force) ||
+                    !apply)
                         continue;
                 {
                         const char *args[] = { name, state, file, fs_type, fs_label };
